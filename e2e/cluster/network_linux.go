@@ -1,0 +1,138 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// run executes a short command and returns its error with the command's output.
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// inNetns runs a short command inside a network namespace. nsenter is used rather than
+// `ip netns exec`, which remounts /sys.
+func inNetns(ctx context.Context, netns string, args ...string) error {
+	return run(ctx, "nsenter", append([]string{"--net=" + netnsPath(netns), "--"}, args...)...)
+}
+
+func netnsExists(name string) bool {
+	_, err := os.Stat(netnsPath(name))
+	return err == nil
+}
+
+// setupNetwork creates the control-plane namespace with its bridge and one namespace per
+// node joined to it by a veth pair, with static routes for pod and service ranges. No
+// namespace gets a default route, so nothing can leave the cluster.
+func (c Config) setupNetwork(ctx context.Context) error {
+	cp, br := c.cpNetns(), c.bridge()
+	steps := [][]string{
+		{"ip", "netns", "add", cp},
+		{"ip", "-n", cp, "link", "set", "lo", "up"},
+		{"ip", "-n", cp, "link", "add", br, "type", "bridge"},
+		{"ip", "-n", cp, "addr", "add", fmt.Sprintf("%s/%d", apiServerAddr, linkPrefix.Bits()), "dev", br},
+		{"ip", "-n", cp, "link", "set", br, "up"},
+	}
+	for _, n := range c.nodes() {
+		peer := fmt.Sprintf("%s-v%d", c.Prefix, n.Index)
+		steps = append(steps,
+			[]string{"ip", "netns", "add", n.Netns},
+			[]string{"ip", "-n", n.Netns, "link", "set", "lo", "up"},
+			[]string{"ip", "-n", cp, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", n.Netns},
+			[]string{"ip", "-n", cp, "link", "set", peer, "master", br, "up"},
+			[]string{"ip", "-n", n.Netns, "addr", "add", fmt.Sprintf("%s/%d", n.IP, linkPrefix.Bits()), "dev", "eth0"},
+			[]string{"ip", "-n", n.Netns, "link", "set", "eth0", "up"},
+			// Host-network clients (kubelet, node agents) dial Service VIPs; kube-proxy
+			// DNATs them in OUTPUT, but the first route lookup needs a route.
+			[]string{"ip", "-n", n.Netns, "route", "add", serviceCIDR.String(), "dev", "eth0"},
+			[]string{"ip", "-n", cp, "route", "add", n.PodCIDR.String(), "via", n.IP.String()},
+		)
+		for _, o := range c.nodes() {
+			if o.Index != n.Index {
+				steps = append(steps, []string{"ip", "-n", n.Netns, "route", "add", o.PodCIDR.String(), "via", o.IP.String()})
+			}
+		}
+	}
+	for _, s := range steps {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	for _, ns := range append([]string{cp}, c.nodeNetnsNames()...) {
+		if err := inNetns(ctx, ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c Config) nodeNetnsNames() []string {
+	var names []string
+	for _, n := range c.nodes() {
+		names = append(names, n.Netns)
+	}
+	return names
+}
+
+// teardownNetwork deletes the namespaces Up created; deleting a namespace deletes the
+// interfaces and routes inside it.
+func (c Config) teardownNetwork(ctx context.Context) error {
+	var errs []string
+	for _, ns := range append(c.nodeNetnsNames(), c.cpNetns()) {
+		if !netnsExists(ns) {
+			continue
+		}
+		if err := run(ctx, "ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("delete network namespaces: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// dialInNetns opens a TCP connection from inside the named network namespace. The
+// socket is created on a thread switched into the namespace; a socket keeps its
+// namespace for life, so the rest of the connection runs on any thread.
+func dialInNetns(ctx context.Context, netns, addr string) (net.Conn, error) {
+	target, err := os.Open(netnsPath(netns))
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer self.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter netns %s: %w", netns, err)
+	}
+	var d net.Dialer
+	conn, dialErr := d.DialContext(ctx, "tcp", addr)
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// This thread is stuck in the wrong namespace: keep it locked so the runtime
+		// destroys it when the goroutine ends instead of reusing it.
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("return from netns %s: %w", netns, err)
+	}
+	runtime.UnlockOSThread()
+	return conn, dialErr
+}
