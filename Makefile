@@ -1,0 +1,59 @@
+# Ambit. Set-up on a fresh machine is two commands: `make up` and `make test`.
+# Both need root (network namespaces, mounts, cgroups) and install nothing by
+# themselves except Go build outputs; .ci/run shows the apt packages a machine needs.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+CLUSTER := $(BIN)/ambit-cluster
+TOOL    := $(GO) tool -modfile=tools/go.mod
+# Unit and privileged tests; the e2e package has its own target (it brings up a cluster).
+UNIT_PKGS = $$($(GO) list ./... | grep -v '^github.com/ambit-mesh/ambit/e2e$$')
+
+.PHONY: all build test unit e2e lint generate bench images up down status clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# make test: every test, privileged ones included; a skipped test fails the run.
+test: build
+	$(MAKE) unit e2e
+
+unit: build
+	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -v $(UNIT_PKGS) 2>&1 | tee $(BIN)/unit-test.log
+	@! grep -- '--- SKIP' $(BIN)/unit-test.log || { echo 'tests were skipped under make test: not allowed'; exit 1; }
+
+e2e: build
+	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -v -timeout 45m ./e2e/ 2>&1 | tee $(BIN)/e2e-test.log
+	@! grep -- '--- SKIP' $(BIN)/e2e-test.log || { echo 'e2e tests were skipped under make test: not allowed'; exit 1; }
+
+lint:
+	$(TOOL) golangci-lint run ./...
+
+generate:
+	$(GO) generate ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+images: build
+	$(CLUSTER) images
+
+up: build
+	$(CLUSTER) up
+	@echo
+	@echo "kubectl --kubeconfig $(CURDIR)/.ambit/kubeconfig get pods -A"
+
+down: build
+	$(CLUSTER) down
+
+status: build
+	$(CLUSTER) status
+
+clean: down
+	rm -rf $(BIN)
