@@ -104,8 +104,11 @@ func cgroupPids(name string) ([]int, error) {
 			return nil
 		}
 		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil // removed while walking
+		}
+		if err != nil {
+			return err
 		}
 		for _, f := range strings.Fields(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil {

@@ -246,7 +246,9 @@ func Status(ctx context.Context, cfg Config, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nkubeconfig: %s\n\n", cfg.Kubeconfig())
 	out, err := cfg.kubectlOutput(ctx, nil, "get", "nodes", "-o", "wide")
-	w.Write(out)
+	if _, werr := w.Write(out); werr != nil {
+		return werr
+	}
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -192,7 +193,7 @@ func poll(ctx context.Context, what string, timeout time.Duration, f func() erro
 		if err == nil {
 			return nil
 		}
-		if fe, ok := err.(errFatal); ok {
+		if fe := (errFatal{}); errors.As(err, &fe) {
 			return fe.err
 		}
 		select {
