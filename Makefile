@@ -13,7 +13,7 @@ TOOL    := $(GO) tool -modfile=tools/go.mod
 # Unit and privileged tests; the e2e package has its own target (it brings up a cluster).
 UNIT_PKGS = $$($(GO) list ./... | grep -v '^github.com/ambit-mesh/ambit/e2e$$')
 
-.PHONY: all build test unit e2e lint generate bench images up down status clean
+.PHONY: all build test unit e2e lint generate generate-check bench images up down status clean
 
 all: build
 
@@ -35,8 +35,19 @@ e2e: build
 lint:
 	$(TOOL) golangci-lint run ./...
 
+# Code generators are pinned in tools/codegen/go.mod and built into bin/tools; protoc
+# comes from Debian (protobuf-compiler). //go:generate lines call them by name.
 generate:
-	$(GO) generate ./...
+	$(GO) build -modfile=tools/codegen/go.mod -o $(BIN)/tools/ \
+		google.golang.org/protobuf/cmd/protoc-gen-go \
+		google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+		sigs.k8s.io/controller-tools/cmd/controller-gen
+	PATH=$(BIN)/tools:$$PATH $(GO) generate ./...
+
+# CI: regenerating must not change anything committed.
+generate-check: generate
+	@git diff --exit-code --stat -- . ':!go.sum' || { echo 'generated files are stale: run make generate and commit'; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api manifests)" || { git status --short -- api manifests; echo 'make generate created files that are not committed'; exit 1; }
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
