@@ -89,6 +89,9 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join(cfg.RepoRoot, ".ambit")
 	}
+	if cfg.Helper, err = os.Executable(); err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return errors.New("no command")

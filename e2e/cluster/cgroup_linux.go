@@ -163,3 +163,10 @@ func removeCgroups(name string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// otherNodeCgroups lists the system cgroups of nodes of any cluster still on this
+// machine (ours are gone by the time Down asks).
+func otherNodeCgroups() []string {
+	m, _ := filepath.Glob(filepath.Join(cgroupFS, "pids", "*-n[0-9].sys"))
+	return m
+}

@@ -221,11 +221,15 @@ func (c Config) removeHostDirs() error {
 	if err != nil {
 		return err
 	}
-	dirs := strings.Fields(string(b))
-	slices.Sort(dirs)
-	dirs = slices.Compact(dirs)
-	for _, d := range dirs {
-		_ = os.Remove(d) // only succeeds when empty
+	// Removing a directory that is a mount point in another mount namespace detaches
+	// that mount (Linux >= 3.18): while another cluster's nodes use these paths, keep
+	// them.
+	if other := otherNodeCgroups(); len(other) == 0 {
+		dirs := strings.Fields(string(b))
+		slices.Sort(dirs)
+		for _, d := range slices.Compact(dirs) {
+			_ = os.Remove(d) // only succeeds when empty
+		}
 	}
 	return os.Remove(filepath.Join(c.StateDir, "host-dirs"))
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -13,9 +14,31 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
+// testHelper is an ambit-cluster binary built once for this package's tests.
+var testHelper string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "ambit-cluster-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	root, _ := filepath.Abs("../..")
+	testHelper, err = BuildHelper(context.Background(), root, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 func testConfig() Config {
 	c := DefaultConfig("/repo")
 	c.CacheDir = "/cache"
+	c.Helper = "/bin/ambit-cluster"
 	return c
 }
 
@@ -25,7 +48,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		edit func(*Config)
 		want []string
 	}{
-		{"default is valid", func(*Config) {}, nil},
+		{"default is valid", func(c *Config) { c.Helper = testHelper }, nil},
+		{"helper must be ambit-cluster", func(c *Config) { c.Helper = os.Args[0] }, []string{"want the path of the ambit-cluster binary"}},
 		{"one node is not a cluster", func(c *Config) { c.Nodes = 1 }, []string{"nodes = 1"}},
 		{"relative paths and bad port", func(c *Config) { c.StateDir = "state"; c.APIPort = 70000 },
 			[]string{`state dir "state"`, "api port 70000"}},

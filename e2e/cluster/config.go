@@ -29,6 +29,10 @@ type Config struct {
 	// Prefix names the network namespaces, cgroups and nodes so that two clusters, or a
 	// cluster and anything else on the machine, never share a name.
 	Prefix string
+	// Helper is the ambit-cluster binary. The cluster runs it for its hidden
+	// subcommands (API forward, node mount setup, joining cgroups), so it must be that
+	// binary and not, say, a test binary that would run its tests again.
+	Helper string
 }
 
 // DefaultConfig returns the configuration `make up` uses for the checkout at repoRoot.
@@ -68,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.APIPort <= 0 || c.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("api port %d out of range", c.APIPort))
+	}
+	if fi, err := os.Stat(c.Helper); err != nil || fi.IsDir() || filepath.Base(c.Helper) != "ambit-cluster" {
+		errs = append(errs, fmt.Errorf("helper %q: want the path of the ambit-cluster binary", c.Helper))
 	}
 	if c.Prefix == "" || len(c.Prefix) > 8 {
 		errs = append(errs, fmt.Errorf("prefix %q: want 1 to 8 characters (it names interfaces)", c.Prefix))
@@ -132,6 +139,9 @@ func (c Config) kubeBin(name string) string { return filepath.Join(c.kubeBinDir(
 func (c Config) pkiDir() string { return filepath.Join(c.StateDir, "pki") }
 
 func (c Config) logDir() string { return filepath.Join(c.StateDir, "logs") }
+
+// LogDir holds one log file per cluster process.
+func (c Config) LogDir() string { return c.logDir() }
 
 func (c Config) runDir() string { return filepath.Join(c.StateDir, "run") }
 

@@ -67,11 +67,7 @@ func (c Config) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	err = c.start(daemon{Name: "api-forward", Argv: []string{self, forwardCmd,
+	err = c.start(daemon{Name: "api-forward", Argv: []string{c.Helper, forwardCmd,
 		"-listen=" + c.apiListen(), "-netns=" + c.cpNetns(), "-to=" + api}})
 	if err != nil {
 		return err

@@ -65,3 +65,16 @@ func (c Config) ensureKubeBinaries(ctx context.Context, log *slog.Logger) error 
 	}
 	return nil
 }
+
+// BuildHelper builds cmd/ambit-cluster into dir and returns its path, for callers that
+// are not that binary themselves (tests) and need a Config.Helper.
+func BuildHelper(ctx context.Context, repoRoot, dir string) (string, error) {
+	out := filepath.Join(dir, "ambit-cluster")
+	b := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/ambit-cluster")
+	b.Dir = repoRoot
+	b.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := b.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build ambit-cluster: %w\n%s", err, o)
+	}
+	return out, nil
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -36,6 +37,13 @@ func netnsExists(name string) bool {
 // node joined to it by a veth pair, with static routes for pod and service ranges. No
 // namespace gets a default route, so nothing can leave the cluster.
 func (c Config) setupNetwork(ctx context.Context) error {
+	// `ip netns add` turns /run/netns into a shared bind mount of itself the first time;
+	// remember whether we caused that so Down can undo it.
+	if !isMountPoint("/run/netns") {
+		if err := os.WriteFile(c.netnsMountMarker(), nil, 0o644); err != nil {
+			return err
+		}
+	}
 	cp, br := c.cpNetns(), c.bridge()
 	steps := [][]string{
 		{"ip", "netns", "add", cp},
@@ -100,7 +108,33 @@ func (c Config) teardownNetwork(ctx context.Context) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("delete network namespaces: %s", strings.Join(errs, "; "))
 	}
+	if _, err := os.Stat(c.netnsMountMarker()); err == nil {
+		if ents, err := os.ReadDir("/run/netns"); err == nil && len(ents) == 0 {
+			if err := unmountAll("/run/netns"); err != nil {
+				return err
+			}
+		}
+		return os.Remove(c.netnsMountMarker())
+	}
 	return nil
+}
+
+func (c Config) netnsMountMarker() string {
+	return filepath.Join(c.StateDir, "created-run-netns-mount")
+}
+
+// isMountPoint reports whether path is the mount point of a mount in this namespace.
+func isMountPoint(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && unescapeMount(f[4]) == path {
+			return true
+		}
+	}
+	return false
 }
 
 // dialInNetns opens a TCP connection from inside the named network namespace. The

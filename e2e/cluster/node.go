@@ -89,11 +89,7 @@ func (c Config) createMountNamespace(ctx context.Context, n node) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if err := c.inNode(ctx, n, self, nodeInitCmd, string(arg)); err != nil {
+	if err := c.inNode(ctx, n, c.Helper, nodeInitCmd, string(arg)); err != nil {
 		return fmt.Errorf("prepare mount namespace of %s: %w", n.Name, err)
 	}
 	// Every node carries Debian's CNI plugins in its own /opt/cni/bin.

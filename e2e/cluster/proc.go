@@ -53,11 +53,7 @@ func (c Config) start(d daemon) error {
 		argv = append(append(ns, "--"), argv...)
 	}
 	if len(d.Cgroups) > 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find own executable: %w", err)
-		}
-		wrap := []string{self, execInCgroupsCmd}
+		wrap := []string{c.Helper, execInCgroupsCmd}
 		for _, cg := range d.Cgroups {
 			wrap = append(wrap, "--cgroup="+cg)
 		}

@@ -55,6 +55,10 @@ func runMain(m *testing.M, out **Cluster) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := cluster.DefaultConfig(root)
 	ctx := context.Background()
+	if cfg.Helper, err = cluster.BuildHelper(ctx, root, filepath.Join(root, "bin")); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	reused := cfg.Healthy()
 	if reused {
 		log.Info("e2e: reusing the running cluster", "kubeconfig", cfg.Kubeconfig())
@@ -77,8 +81,11 @@ func runMain(m *testing.M, out **Cluster) int {
 	}
 	*out = &Cluster{Config: cfg, Kubeconfig: cfg.Kubeconfig(), kubectl: cfg.Kubectl()}
 	code := m.Run()
+	if code != 0 {
+		dumpComponentLogs(cfg.LogDir())
+	}
 	if !reused && os.Getenv(EnvKeep) != "1" {
-		if err := cluster.Down(ctx, cfg, log, false); err != nil {
+		if err := cluster.Down(ctx, cfg, log, code != 0); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: cluster down:", err)
 			return 1
 		}
@@ -233,4 +240,21 @@ func errOrEmpty(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// dumpComponentLogs prints the end of every cluster process's log, so a failure in CI
+// shows what kubelet, containerd or the API server said.
+func dumpComponentLogs(dir string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		fmt.Fprintf(os.Stderr, "=== %s (last %d lines)\n%s\n", f, len(lines), strings.Join(lines, "\n"))
+	}
 }
