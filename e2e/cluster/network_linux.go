@@ -7,10 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/ambit-mesh/ambit/internal/netns"
 )
 
 // run executes a short command and returns its error with the command's output.
@@ -137,36 +136,12 @@ func isMountPoint(path string) bool {
 	return false
 }
 
-// dialInNetns opens a TCP connection from inside the named network namespace. The
-// socket is created on a thread switched into the namespace; a socket keeps its
-// namespace for life, so the rest of the connection runs on any thread.
-func dialInNetns(ctx context.Context, netns, addr string) (net.Conn, error) {
-	target, err := os.Open(netnsPath(netns))
+// dialInNetns opens a TCP connection from inside the named network namespace.
+func dialInNetns(ctx context.Context, name, addr string) (net.Conn, error) {
+	h, err := netns.Open(netnsPath(name))
 	if err != nil {
 		return nil, err
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer self.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter netns %s: %w", netns, err)
-	}
-	var d net.Dialer
-	conn, dialErr := d.DialContext(ctx, "tcp", addr)
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// This thread is stuck in the wrong namespace: keep it locked so the runtime
-		// destroys it when the goroutine ends instead of reusing it.
-		if conn != nil {
-			conn.Close()
-		}
-		return nil, fmt.Errorf("return from netns %s: %w", netns, err)
-	}
-	runtime.UnlockOSThread()
-	return conn, dialErr
+	defer h.Close()
+	return h.Dial(ctx, addr, netns.SocketOptions{})
 }

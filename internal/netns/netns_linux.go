@@ -1,0 +1,172 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Handle is an open network namespace (a file descriptor for an nsfs file such as
+// /run/netns/NAME or /proc/PID/ns/net). The caller owns it and closes it.
+type Handle struct{ f *os.File }
+
+// Open opens the network namespace at path.
+func Open(path string) (*Handle, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	return &Handle{f: f}, nil
+}
+
+// FromFile takes ownership of f, an open network-namespace file (for example one
+// received over a unix socket).
+func FromFile(f *os.File) *Handle { return &Handle{f: f} }
+
+// Close releases the namespace handle; sockets opened in it stay valid.
+func (h *Handle) Close() error { return h.f.Close() }
+
+// Fd is the namespace's file descriptor.
+func (h *Handle) Fd() uintptr { return h.f.Fd() }
+
+// ErrStuck reports that a thread could not return to its own namespace; the thread is
+// discarded, but the operation did not happen.
+var ErrStuck = errors.New("netns: could not restore the thread's namespace")
+
+// Do runs f on an OS thread switched into h. f must not start goroutines that expect to
+// be in h: only the calling thread is switched.
+func (h *Handle) Do(f func() error) error {
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: open own namespace: %w", err)
+	}
+	defer self.Close()
+	if err := unix.Setns(int(h.f.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: enter: %w", err)
+	}
+	ferr := f()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime destroys it when this goroutine exits
+		// rather than scheduling other goroutines on a thread in the wrong namespace.
+		return errors.Join(ferr, ErrStuck, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// SocketOptions are applied to sockets before they bind or connect.
+type SocketOptions struct {
+	// Mark sets SO_MARK, which the pod's redirection rules use to tell ztunnel's own
+	// traffic from the application's (0 = unset).
+	Mark uint32
+	// ReusePort sets SO_REUSEPORT, so that a new ztunnel can bind the same listeners
+	// before the old one stops accepting.
+	ReusePort bool
+	// Transparent sets IP_TRANSPARENT, so a dial may bind a non-local source address.
+	Transparent bool
+	// Source, when valid, is the local address a dial binds before connecting.
+	Source netip.Addr
+}
+
+func (o SocketOptions) control(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if o.Mark != 0 {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark)); serr != nil {
+				serr = fmt.Errorf("SO_MARK: %w", serr)
+				return
+			}
+		}
+		if o.ReusePort {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+				serr = fmt.Errorf("SO_REUSEPORT: %w", serr)
+				return
+			}
+		}
+		if o.Transparent {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1); serr != nil {
+				serr = fmt.Errorf("IP_TRANSPARENT: %w", serr)
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Listen opens a TCP listener on addr inside h.
+func (h *Handle) Listen(ctx context.Context, addr string, o SocketOptions) (net.Listener, error) {
+	var ln net.Listener
+	err := h.Do(func() error {
+		lc := net.ListenConfig{Control: o.control}
+		var err error
+		ln, err = lc.Listen(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in netns: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Dial opens a TCP connection to addr from inside h. The socket is created in h; the
+// connect completes on the same locked thread.
+func (h *Handle) Dial(ctx context.Context, addr string, o SocketOptions) (net.Conn, error) {
+	var conn net.Conn
+	err := h.Do(func() error {
+		d := net.Dialer{Control: o.control}
+		if o.Source.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
+		}
+		var err error
+		conn, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("dial %s in netns: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// OriginalDst returns the destination a redirected (iptables REDIRECT/DNAT) IPv4 TCP
+// connection was addressed to before redirection (SO_ORIGINAL_DST).
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var addr unix.RawSockaddrInet4
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		size := uint32(unsafe.Sizeof(addr))
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IP, unix.SO_ORIGINAL_DST,
+			uintptr(unsafe.Pointer(&addr)), uintptr(unsafe.Pointer(&size)), 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if serr != nil {
+		return netip.AddrPort{}, fmt.Errorf("SO_ORIGINAL_DST: %w", serr)
+	}
+	port := uint16(addr.Port>>8) | uint16(addr.Port&0xff)<<8 // network byte order
+	return netip.AddrPortFrom(netip.AddrFrom4(addr.Addr), port), nil
+}

@@ -1,0 +1,192 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambit-mesh/ambit/internal/privtest"
+)
+
+// testNetns creates a throwaway network namespace with lo up and also holding
+// 10.9.9.1, and removes it when the test ends.
+func testNetns(t *testing.T) (string, *Handle) {
+	t.Helper()
+	privtest.Require(t)
+	name := fmt.Sprintf("ambit-netns-test-%d", os.Getpid())
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	run(t, "ip", "-n", name, "addr", "add", "10.9.9.1/32", "dev", "lo")
+	h, err := Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return name, h
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// serveOnce answers one connection with tag.
+func serveOnce(t *testing.T, ln net.Listener, tag string) <-chan net.Conn {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		_, _ = io.WriteString(c, tag)
+		accepted <- c
+	}()
+	return accepted
+}
+
+func readAll(t *testing.T, c net.Conn) string {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 64)
+	n, err := io.ReadAtLeast(c, b, 1)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(b[:n])
+}
+
+func TestPrivilegedListenerLivesInTheNamespace(t *testing.T) {
+	_, h := testNetns(t)
+	ctx := context.Background()
+	ln, err := h.Listen(ctx, "10.9.9.1:0", SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	serveOnce(t, ln, "inside")
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("dial %s from the host namespace succeeded; the listener leaked out of its namespace", addr)
+	}
+	c, err := h.Dial(ctx, addr, SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := readAll(t, c); got != "inside" {
+		t.Fatalf("read %q, want inside", got)
+	}
+}
+
+func TestPrivilegedReusePortAllowsTwoListeners(t *testing.T) {
+	_, h := testNetns(t)
+	ctx := context.Background()
+	o := SocketOptions{ReusePort: true}
+	a, err := h.Listen(ctx, "127.0.0.1:15001", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := h.Listen(ctx, "127.0.0.1:15001", o)
+	if err != nil {
+		t.Fatalf("second SO_REUSEPORT listener: %v", err)
+	}
+	defer b.Close()
+	if _, err := h.Listen(ctx, "127.0.0.1:15001", SocketOptions{}); err == nil {
+		t.Fatal("a listener without SO_REUSEPORT bound a port two SO_REUSEPORT listeners hold")
+	}
+}
+
+// TestPrivilegedOriginalDstAndMarkBypass redirects outbound TCP to a listener on 15001
+// unless the socket carries the mark, as the pod rules do for ztunnel's own sockets.
+func TestPrivilegedOriginalDstAndMarkBypass(t *testing.T) {
+	name, h := testNetns(t)
+	const mark = 0x539
+	run(t, "nsenter", "--net=/run/netns/"+name, "--", "iptables", "-t", "nat", "-A", "OUTPUT",
+		"-p", "tcp", "-m", "mark", "--mark", fmt.Sprint(mark), "-j", "RETURN")
+	run(t, "nsenter", "--net=/run/netns/"+name, "--", "iptables", "-t", "nat", "-A", "OUTPUT",
+		"-p", "tcp", "-d", "10.9.9.1", "--dport", "80", "-j", "REDIRECT", "--to-ports", "15001")
+	ctx := context.Background()
+	proxy, err := h.Listen(ctx, "0.0.0.0:15001", SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	app, err := h.Listen(ctx, "10.9.9.1:80", SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+
+	redirected := serveOnce(t, proxy, "proxy")
+	c, err := h.Dial(ctx, "10.9.9.1:80", SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := readAll(t, c); got != "proxy" {
+		t.Fatalf("unmarked connection reached %q, want the proxy", got)
+	}
+	pc := <-redirected
+	if pc == nil {
+		t.Fatal("proxy accepted nothing")
+	}
+	defer pc.Close()
+	dst, err := OriginalDst(pc.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParseAddrPort("10.9.9.1:80"); dst != want {
+		t.Fatalf("original destination %s, want %s", dst, want)
+	}
+
+	direct := serveOnce(t, app, "app")
+	m, err := h.Dial(ctx, "10.9.9.1:80", SocketOptions{Mark: mark})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := readAll(t, m); got != "app" {
+		t.Fatalf("marked connection reached %q, want the app (no redirect)", got)
+	}
+	if ac := <-direct; ac != nil {
+		ac.Close()
+	}
+}
+
+func TestPrivilegedDoReturnsToOwnNamespace(t *testing.T) {
+	_, h := testNetns(t)
+	before, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside string
+	if err := h.Do(func() error {
+		var err error
+		inside, err = os.Readlink("/proc/thread-self/ns/net")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if inside == before {
+		t.Fatalf("Do ran in %s, the caller's own namespace", inside)
+	}
+	for i := 0; i < 20; i++ { // whatever thread we land on now is back home
+		if now, _ := os.Readlink("/proc/thread-self/ns/net"); now != before {
+			t.Fatalf("thread in %s after Do, want %s", now, before)
+		}
+	}
+}
