@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // KubeVersion is the Kubernetes release the cluster builds and runs. It stays on 1.33:
@@ -36,6 +37,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the configuration `make up` uses for the checkout at repoRoot.
+// AMBIT_CACHE, AMBIT_PREFIX and AMBIT_API_PORT override the cache directory, the name
+// prefix and the API port.
 func DefaultConfig(repoRoot string) Config {
 	cache := os.Getenv("AMBIT_CACHE")
 	if cache == "" {
@@ -45,7 +48,7 @@ func DefaultConfig(repoRoot string) Config {
 			cache = filepath.Join(os.TempDir(), "ambit-cache")
 		}
 	}
-	return Config{
+	c := Config{
 		RepoRoot: repoRoot,
 		StateDir: filepath.Join(repoRoot, ".ambit"),
 		CacheDir: cache,
@@ -53,6 +56,14 @@ func DefaultConfig(repoRoot string) Config {
 		APIPort:  6443,
 		Prefix:   "ambit",
 	}
+	// A second checkout (or CI beside a developer's cluster) picks its own names.
+	if p := os.Getenv("AMBIT_PREFIX"); p != "" {
+		c.Prefix = p
+	}
+	if p, err := strconv.Atoi(os.Getenv("AMBIT_API_PORT")); err == nil {
+		c.APIPort = p
+	}
+	return c
 }
 
 // Validate reports every problem with the configuration at once.
