@@ -139,7 +139,10 @@ type Authorization struct {
 	Action    Action                 `protobuf:"varint,4,opt,name=action,proto3,enum=ambit.workload.v1.Action" json:"action,omitempty"`
 	Rules     []*Rule                `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
 	// DryRun marks an AUDIT policy: evaluated and logged, never enforced.
-	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Targets of a targetRefs policy, enforced by the waypoint that is (or serves) a
+	// target; such policies are sent to waypoints only, and scope is then unused.
+	Targets       []*PolicyTarget `protobuf:"bytes,7,rep,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -216,6 +219,75 @@ func (x *Authorization) GetDryRun() bool {
 	return false
 }
 
+func (x *Authorization) GetTargets() []*PolicyTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// PolicyTarget is a Gateway (a waypoint) or a Service a policy is attached to.
+type PolicyTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind is "Gateway" or "Service".
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyTarget) Reset() {
+	*x = PolicyTarget{}
+	mi := &file_authorization_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyTarget) ProtoMessage() {}
+
+func (x *PolicyTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_authorization_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyTarget.ProtoReflect.Descriptor instead.
+func (*PolicyTarget) Descriptor() ([]byte, []int) {
+	return file_authorization_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PolicyTarget) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PolicyTarget) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PolicyTarget) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // Rule matches when all clauses match.
 type Rule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -226,7 +298,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_authorization_proto_msgTypes[1]
+	mi := &file_authorization_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +310,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_authorization_proto_msgTypes[1]
+	mi := &file_authorization_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +323,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_authorization_proto_rawDescGZIP(), []int{1}
+	return file_authorization_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Rule) GetClauses() []*Clause {
@@ -271,7 +343,7 @@ type Clause struct {
 
 func (x *Clause) Reset() {
 	*x = Clause{}
-	mi := &file_authorization_proto_msgTypes[2]
+	mi := &file_authorization_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +355,7 @@ func (x *Clause) String() string {
 func (*Clause) ProtoMessage() {}
 
 func (x *Clause) ProtoReflect() protoreflect.Message {
-	mi := &file_authorization_proto_msgTypes[2]
+	mi := &file_authorization_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +368,7 @@ func (x *Clause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clause.ProtoReflect.Descriptor instead.
 func (*Clause) Descriptor() ([]byte, []int) {
-	return file_authorization_proto_rawDescGZIP(), []int{2}
+	return file_authorization_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Clause) GetMatches() []*Match {
@@ -321,13 +393,28 @@ type Match struct {
 	NotDestinationIps   []*IPPrefix    `protobuf:"bytes,8,rep,name=not_destination_ips,json=notDestinationIps,proto3" json:"not_destination_ips,omitempty"`
 	DestinationPorts    []uint32       `protobuf:"varint,9,rep,packed,name=destination_ports,json=destinationPorts,proto3" json:"destination_ports,omitempty"`
 	NotDestinationPorts []uint32       `protobuf:"varint,10,rep,packed,name=not_destination_ports,json=notDestinationPorts,proto3" json:"not_destination_ports,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// L7 fields, sent only to waypoints; ztunnels never receive them (a selector policy
+	// with L7 fields is translated fail-closed for ztunnel, DESIGN.md 1).
+	Hosts                []*StringMatch `protobuf:"bytes,11,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	NotHosts             []*StringMatch `protobuf:"bytes,12,rep,name=not_hosts,json=notHosts,proto3" json:"not_hosts,omitempty"`
+	Methods              []*StringMatch `protobuf:"bytes,13,rep,name=methods,proto3" json:"methods,omitempty"`
+	NotMethods           []*StringMatch `protobuf:"bytes,14,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	Paths                []*StringMatch `protobuf:"bytes,15,rep,name=paths,proto3" json:"paths,omitempty"`
+	NotPaths             []*StringMatch `protobuf:"bytes,16,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	RequestPrincipals    []*StringMatch `protobuf:"bytes,17,rep,name=request_principals,json=requestPrincipals,proto3" json:"request_principals,omitempty"`
+	NotRequestPrincipals []*StringMatch `protobuf:"bytes,18,rep,name=not_request_principals,json=notRequestPrincipals,proto3" json:"not_request_principals,omitempty"`
+	// RequestHeaders match when every listed header matches.
+	RequestHeaders []*HeaderMatch `protobuf:"bytes,19,rep,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	// RemoteIps are original client addresses (X-Forwarded-For).
+	RemoteIps     []*IPPrefix `protobuf:"bytes,20,rep,name=remote_ips,json=remoteIps,proto3" json:"remote_ips,omitempty"`
+	NotRemoteIps  []*IPPrefix `protobuf:"bytes,21,rep,name=not_remote_ips,json=notRemoteIps,proto3" json:"not_remote_ips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_authorization_proto_msgTypes[3]
+	mi := &file_authorization_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +426,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_authorization_proto_msgTypes[3]
+	mi := &file_authorization_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +439,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_authorization_proto_rawDescGZIP(), []int{3}
+	return file_authorization_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Match) GetNamespaces() []*StringMatch {
@@ -425,6 +512,144 @@ func (x *Match) GetNotDestinationPorts() []uint32 {
 	return nil
 }
 
+func (x *Match) GetHosts() []*StringMatch {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Match) GetNotHosts() []*StringMatch {
+	if x != nil {
+		return x.NotHosts
+	}
+	return nil
+}
+
+func (x *Match) GetMethods() []*StringMatch {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *Match) GetNotMethods() []*StringMatch {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *Match) GetPaths() []*StringMatch {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Match) GetNotPaths() []*StringMatch {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+func (x *Match) GetRequestPrincipals() []*StringMatch {
+	if x != nil {
+		return x.RequestPrincipals
+	}
+	return nil
+}
+
+func (x *Match) GetNotRequestPrincipals() []*StringMatch {
+	if x != nil {
+		return x.NotRequestPrincipals
+	}
+	return nil
+}
+
+func (x *Match) GetRequestHeaders() []*HeaderMatch {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *Match) GetRemoteIps() []*IPPrefix {
+	if x != nil {
+		return x.RemoteIps
+	}
+	return nil
+}
+
+func (x *Match) GetNotRemoteIps() []*IPPrefix {
+	if x != nil {
+		return x.NotRemoteIps
+	}
+	return nil
+}
+
+// HeaderMatch matches a request header: one of values must match and none of not_values.
+type HeaderMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values        []*StringMatch         `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	NotValues     []*StringMatch         `protobuf:"bytes,3,rep,name=not_values,json=notValues,proto3" json:"not_values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderMatch) Reset() {
+	*x = HeaderMatch{}
+	mi := &file_authorization_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderMatch) ProtoMessage() {}
+
+func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_authorization_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
+func (*HeaderMatch) Descriptor() ([]byte, []int) {
+	return file_authorization_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HeaderMatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderMatch) GetValues() []*StringMatch {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *HeaderMatch) GetNotValues() []*StringMatch {
+	if x != nil {
+		return x.NotValues
+	}
+	return nil
+}
+
 // IPPrefix is an address with a prefix length (a host address has the full length).
 type IPPrefix struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +661,7 @@ type IPPrefix struct {
 
 func (x *IPPrefix) Reset() {
 	*x = IPPrefix{}
-	mi := &file_authorization_proto_msgTypes[4]
+	mi := &file_authorization_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +673,7 @@ func (x *IPPrefix) String() string {
 func (*IPPrefix) ProtoMessage() {}
 
 func (x *IPPrefix) ProtoReflect() protoreflect.Message {
-	mi := &file_authorization_proto_msgTypes[4]
+	mi := &file_authorization_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +686,7 @@ func (x *IPPrefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPPrefix.ProtoReflect.Descriptor instead.
 func (*IPPrefix) Descriptor() ([]byte, []int) {
-	return file_authorization_proto_rawDescGZIP(), []int{4}
+	return file_authorization_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IPPrefix) GetAddress() []byte {
@@ -494,7 +719,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_authorization_proto_msgTypes[5]
+	mi := &file_authorization_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +731,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_authorization_proto_msgTypes[5]
+	mi := &file_authorization_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +744,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_authorization_proto_rawDescGZIP(), []int{5}
+	return file_authorization_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StringMatch) GetMatchType() isStringMatch_MatchType {
@@ -598,18 +823,24 @@ var File_authorization_proto protoreflect.FileDescriptor
 
 const file_authorization_proto_rawDesc = "" +
 	"\n" +
-	"\x13authorization.proto\x12\x11ambit.workload.v1\"\xec\x01\n" +
+	"\x13authorization.proto\x12\x11ambit.workload.v1\"\xa7\x02\n" +
 	"\rAuthorization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12.\n" +
 	"\x05scope\x18\x03 \x01(\x0e2\x18.ambit.workload.v1.ScopeR\x05scope\x121\n" +
 	"\x06action\x18\x04 \x01(\x0e2\x19.ambit.workload.v1.ActionR\x06action\x12-\n" +
 	"\x05rules\x18\x05 \x03(\v2\x17.ambit.workload.v1.RuleR\x05rules\x12\x17\n" +
-	"\adry_run\x18\x06 \x01(\bR\x06dryRun\";\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x129\n" +
+	"\atargets\x18\a \x03(\v2\x1f.ambit.workload.v1.PolicyTargetR\atargets\"T\n" +
+	"\fPolicyTarget\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\";\n" +
 	"\x04Rule\x123\n" +
 	"\aclauses\x18\x01 \x03(\v2\x19.ambit.workload.v1.ClauseR\aclauses\"<\n" +
 	"\x06Clause\x122\n" +
-	"\amatches\x18\x01 \x03(\v2\x18.ambit.workload.v1.MatchR\amatches\"\x88\x05\n" +
+	"\amatches\x18\x01 \x03(\v2\x18.ambit.workload.v1.MatchR\amatches\"\xd6\n" +
+	"\n" +
 	"\x05Match\x12>\n" +
 	"\n" +
 	"namespaces\x18\x01 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\n" +
@@ -626,7 +857,25 @@ const file_authorization_proto_rawDesc = "" +
 	"\x13not_destination_ips\x18\b \x03(\v2\x1b.ambit.workload.v1.IPPrefixR\x11notDestinationIps\x12+\n" +
 	"\x11destination_ports\x18\t \x03(\rR\x10destinationPorts\x122\n" +
 	"\x15not_destination_ports\x18\n" +
-	" \x03(\rR\x13notDestinationPorts\"<\n" +
+	" \x03(\rR\x13notDestinationPorts\x124\n" +
+	"\x05hosts\x18\v \x03(\v2\x1e.ambit.workload.v1.StringMatchR\x05hosts\x12;\n" +
+	"\tnot_hosts\x18\f \x03(\v2\x1e.ambit.workload.v1.StringMatchR\bnotHosts\x128\n" +
+	"\amethods\x18\r \x03(\v2\x1e.ambit.workload.v1.StringMatchR\amethods\x12?\n" +
+	"\vnot_methods\x18\x0e \x03(\v2\x1e.ambit.workload.v1.StringMatchR\n" +
+	"notMethods\x124\n" +
+	"\x05paths\x18\x0f \x03(\v2\x1e.ambit.workload.v1.StringMatchR\x05paths\x12;\n" +
+	"\tnot_paths\x18\x10 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\bnotPaths\x12M\n" +
+	"\x12request_principals\x18\x11 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\x11requestPrincipals\x12T\n" +
+	"\x16not_request_principals\x18\x12 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\x14notRequestPrincipals\x12G\n" +
+	"\x0frequest_headers\x18\x13 \x03(\v2\x1e.ambit.workload.v1.HeaderMatchR\x0erequestHeaders\x12:\n" +
+	"\n" +
+	"remote_ips\x18\x14 \x03(\v2\x1b.ambit.workload.v1.IPPrefixR\tremoteIps\x12A\n" +
+	"\x0enot_remote_ips\x18\x15 \x03(\v2\x1b.ambit.workload.v1.IPPrefixR\fnotRemoteIps\"\x98\x01\n" +
+	"\vHeaderMatch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x06values\x18\x02 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\x06values\x12=\n" +
+	"\n" +
+	"not_values\x18\x03 \x03(\v2\x1e.ambit.workload.v1.StringMatchR\tnotValues\"<\n" +
 	"\bIPPrefix\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x85\x01\n" +
@@ -659,36 +908,52 @@ func file_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_authorization_proto_goTypes = []any{
 	(Scope)(0),            // 0: ambit.workload.v1.Scope
 	(Action)(0),           // 1: ambit.workload.v1.Action
 	(*Authorization)(nil), // 2: ambit.workload.v1.Authorization
-	(*Rule)(nil),          // 3: ambit.workload.v1.Rule
-	(*Clause)(nil),        // 4: ambit.workload.v1.Clause
-	(*Match)(nil),         // 5: ambit.workload.v1.Match
-	(*IPPrefix)(nil),      // 6: ambit.workload.v1.IPPrefix
-	(*StringMatch)(nil),   // 7: ambit.workload.v1.StringMatch
+	(*PolicyTarget)(nil),  // 3: ambit.workload.v1.PolicyTarget
+	(*Rule)(nil),          // 4: ambit.workload.v1.Rule
+	(*Clause)(nil),        // 5: ambit.workload.v1.Clause
+	(*Match)(nil),         // 6: ambit.workload.v1.Match
+	(*HeaderMatch)(nil),   // 7: ambit.workload.v1.HeaderMatch
+	(*IPPrefix)(nil),      // 8: ambit.workload.v1.IPPrefix
+	(*StringMatch)(nil),   // 9: ambit.workload.v1.StringMatch
 }
 var file_authorization_proto_depIdxs = []int32{
 	0,  // 0: ambit.workload.v1.Authorization.scope:type_name -> ambit.workload.v1.Scope
 	1,  // 1: ambit.workload.v1.Authorization.action:type_name -> ambit.workload.v1.Action
-	3,  // 2: ambit.workload.v1.Authorization.rules:type_name -> ambit.workload.v1.Rule
-	4,  // 3: ambit.workload.v1.Rule.clauses:type_name -> ambit.workload.v1.Clause
-	5,  // 4: ambit.workload.v1.Clause.matches:type_name -> ambit.workload.v1.Match
-	7,  // 5: ambit.workload.v1.Match.namespaces:type_name -> ambit.workload.v1.StringMatch
-	7,  // 6: ambit.workload.v1.Match.not_namespaces:type_name -> ambit.workload.v1.StringMatch
-	7,  // 7: ambit.workload.v1.Match.principals:type_name -> ambit.workload.v1.StringMatch
-	7,  // 8: ambit.workload.v1.Match.not_principals:type_name -> ambit.workload.v1.StringMatch
-	6,  // 9: ambit.workload.v1.Match.source_ips:type_name -> ambit.workload.v1.IPPrefix
-	6,  // 10: ambit.workload.v1.Match.not_source_ips:type_name -> ambit.workload.v1.IPPrefix
-	6,  // 11: ambit.workload.v1.Match.destination_ips:type_name -> ambit.workload.v1.IPPrefix
-	6,  // 12: ambit.workload.v1.Match.not_destination_ips:type_name -> ambit.workload.v1.IPPrefix
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 2: ambit.workload.v1.Authorization.rules:type_name -> ambit.workload.v1.Rule
+	3,  // 3: ambit.workload.v1.Authorization.targets:type_name -> ambit.workload.v1.PolicyTarget
+	5,  // 4: ambit.workload.v1.Rule.clauses:type_name -> ambit.workload.v1.Clause
+	6,  // 5: ambit.workload.v1.Clause.matches:type_name -> ambit.workload.v1.Match
+	9,  // 6: ambit.workload.v1.Match.namespaces:type_name -> ambit.workload.v1.StringMatch
+	9,  // 7: ambit.workload.v1.Match.not_namespaces:type_name -> ambit.workload.v1.StringMatch
+	9,  // 8: ambit.workload.v1.Match.principals:type_name -> ambit.workload.v1.StringMatch
+	9,  // 9: ambit.workload.v1.Match.not_principals:type_name -> ambit.workload.v1.StringMatch
+	8,  // 10: ambit.workload.v1.Match.source_ips:type_name -> ambit.workload.v1.IPPrefix
+	8,  // 11: ambit.workload.v1.Match.not_source_ips:type_name -> ambit.workload.v1.IPPrefix
+	8,  // 12: ambit.workload.v1.Match.destination_ips:type_name -> ambit.workload.v1.IPPrefix
+	8,  // 13: ambit.workload.v1.Match.not_destination_ips:type_name -> ambit.workload.v1.IPPrefix
+	9,  // 14: ambit.workload.v1.Match.hosts:type_name -> ambit.workload.v1.StringMatch
+	9,  // 15: ambit.workload.v1.Match.not_hosts:type_name -> ambit.workload.v1.StringMatch
+	9,  // 16: ambit.workload.v1.Match.methods:type_name -> ambit.workload.v1.StringMatch
+	9,  // 17: ambit.workload.v1.Match.not_methods:type_name -> ambit.workload.v1.StringMatch
+	9,  // 18: ambit.workload.v1.Match.paths:type_name -> ambit.workload.v1.StringMatch
+	9,  // 19: ambit.workload.v1.Match.not_paths:type_name -> ambit.workload.v1.StringMatch
+	9,  // 20: ambit.workload.v1.Match.request_principals:type_name -> ambit.workload.v1.StringMatch
+	9,  // 21: ambit.workload.v1.Match.not_request_principals:type_name -> ambit.workload.v1.StringMatch
+	7,  // 22: ambit.workload.v1.Match.request_headers:type_name -> ambit.workload.v1.HeaderMatch
+	8,  // 23: ambit.workload.v1.Match.remote_ips:type_name -> ambit.workload.v1.IPPrefix
+	8,  // 24: ambit.workload.v1.Match.not_remote_ips:type_name -> ambit.workload.v1.IPPrefix
+	9,  // 25: ambit.workload.v1.HeaderMatch.values:type_name -> ambit.workload.v1.StringMatch
+	9,  // 26: ambit.workload.v1.HeaderMatch.not_values:type_name -> ambit.workload.v1.StringMatch
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_authorization_proto_init() }
@@ -696,7 +961,7 @@ func file_authorization_proto_init() {
 	if File_authorization_proto != nil {
 		return
 	}
-	file_authorization_proto_msgTypes[5].OneofWrappers = []any{
+	file_authorization_proto_msgTypes[7].OneofWrappers = []any{
 		(*StringMatch_Exact)(nil),
 		(*StringMatch_Prefix)(nil),
 		(*StringMatch_Suffix)(nil),
@@ -708,7 +973,7 @@ func file_authorization_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authorization_proto_rawDesc), len(file_authorization_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

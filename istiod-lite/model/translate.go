@@ -1,0 +1,199 @@
+package model
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambit-mesh/ambit/api/mesh"
+	"github.com/ambit-mesh/ambit/api/workload"
+)
+
+// Resources is what one subscriber is sent: resources by type URL, then by name.
+type Resources map[string]map[string]proto.Message
+
+// Proto translates a workload into its Address resource. withPolicies includes the
+// names of the policies selecting it, which only the ztunnel of its node (which
+// enforces inbound policy) needs.
+func (w *Workload) Proto(withPolicies bool) *workload.Address {
+	pw := &workload.Workload{
+		Uid:               w.UID,
+		Name:              w.Name,
+		Namespace:         w.Namespace,
+		TrustDomain:       w.Identity.TrustDomain().Name(),
+		ServiceAccount:    w.ServiceAccount,
+		Node:              w.Node,
+		CanonicalName:     w.CanonicalName,
+		CanonicalRevision: w.CanonicalRevision,
+		WorkloadName:      w.WorkloadName,
+		WorkloadType:      workloadType(w.WorkloadKind),
+		ClusterId:         clusterOf(w.UID),
+		Waypoint:          w.Waypoint.proto(),
+	}
+	for _, ip := range w.IPs {
+		pw.Addresses = append(pw.Addresses, ip.AsSlice())
+	}
+	if w.HBONE {
+		pw.TunnelProtocol = workload.TunnelProtocol_HBONE
+	}
+	if !w.Healthy {
+		pw.Status = workload.WorkloadStatus_UNHEALTHY
+	}
+	if len(w.Services) > 0 {
+		pw.Services = map[string]*workload.PortList{}
+		for key, pms := range w.Services {
+			pl := &workload.PortList{}
+			for _, pm := range pms {
+				pl.Ports = append(pl.Ports, &workload.Port{ServicePort: pm.ServicePort, TargetPort: pm.TargetPort})
+			}
+			pw.Services[key] = pl
+		}
+	}
+	if withPolicies {
+		pw.AuthorizationPolicies = slices.Clone(w.Policies)
+	}
+	return &workload.Address{Type: &workload.Address_Workload{Workload: pw}}
+}
+
+func clusterOf(uid string) string {
+	for i := 0; i+1 < len(uid); i++ {
+		if uid[i] == '/' && uid[i+1] == '/' {
+			return uid[:i]
+		}
+	}
+	return ""
+}
+
+func workloadType(kind string) workload.WorkloadType {
+	switch kind {
+	case "Deployment":
+		return workload.WorkloadType_DEPLOYMENT
+	case "Job":
+		return workload.WorkloadType_JOB
+	}
+	return workload.WorkloadType_POD
+}
+
+// Proto translates a service into its Address resource.
+func (s *Service) Proto() *workload.Address {
+	ps := &workload.Service{
+		Name:      s.Ref.Name,
+		Namespace: s.Ref.Namespace,
+		Hostname:  s.Hostname,
+		Waypoint:  s.Waypoint.proto(),
+	}
+	for _, vip := range s.VIPs {
+		ps.Addresses = append(ps.Addresses, &workload.NetworkAddress{Address: vip.AsSlice()})
+	}
+	for _, p := range s.Ports {
+		if p.Protocol != "" && p.Protocol != "TCP" {
+			continue
+		}
+		tp := uint32(0)
+		if p.TargetPort.IntVal != 0 {
+			tp = uint32(p.TargetPort.IntVal)
+		}
+		ps.Ports = append(ps.Ports, &workload.Port{ServicePort: uint32(p.Port), TargetPort: tp})
+	}
+	return &workload.Address{Type: &workload.Address_Service{Service: ps}}
+}
+
+func (w *Waypoint) proto() *workload.GatewayAddress {
+	if w == nil {
+		return nil
+	}
+	return &workload.GatewayAddress{
+		Destination: &workload.GatewayAddress_Hostname{Hostname: &workload.NamespacedHostname{
+			Namespace: w.Ref.Namespace, Hostname: w.Hostname,
+		}},
+		HboneMtlsPort: mesh.PortHBONE,
+	}
+}
+
+// ForNode is what the ztunnel of a node receives. Addresses: every service (any pod
+// may call any of them), the node's own workloads with their policies, and the
+// other workloads a client may reach through the mesh (meshed, behind a waypoint or
+// a service endpoint) without their policy lists, so a policy change reaches only the
+// nodes that enforce it. Authorizations: mesh-wide ones, those of namespaces with a
+// workload on the node, and those selecting one of its workloads.
+func (m *Model) ForNode(node string) Resources {
+	addrs := map[string]proto.Message{}
+	auths := map[string]proto.Message{}
+	localNS := map[string]bool{}
+	wanted := map[string]bool{}
+	for _, s := range m.Services {
+		addrs[s.Key] = s.Proto()
+	}
+	for uid, w := range m.Workloads {
+		local := w.Node == node
+		if local {
+			localNS[w.Namespace] = true
+			for _, p := range w.Policies {
+				wanted[p] = true
+			}
+		} else if !w.HBONE && w.Waypoint == nil && len(w.Services) == 0 {
+			continue
+		}
+		addrs[uid] = w.Proto(local)
+	}
+	for name, p := range m.Policies {
+		if p.Ztunnel == nil {
+			continue
+		}
+		switch p.Ztunnel.Scope {
+		case workload.Scope_GLOBAL:
+		case workload.Scope_NAMESPACE:
+			if !localNS[p.Ref.Namespace] {
+				continue
+			}
+		default:
+			if !wanted[name] {
+				continue
+			}
+		}
+		auths[name] = p.Ztunnel
+	}
+	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
+}
+
+// ForWaypoint is what a waypoint receives: the services and workloads bound to it,
+// the workloads behind those services (it forwards to them), its own service, and the
+// targetRefs policies attached to it or to a service bound to it.
+func (m *Model) ForWaypoint(ref Ref) Resources {
+	addrs := map[string]proto.Message{}
+	auths := map[string]proto.Message{}
+	wp := m.Waypoints[ref]
+	if wp == nil {
+		return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
+	}
+	bound := map[Ref]bool{}
+	for _, s := range m.Services {
+		if s.Waypoint == wp || s.Hostname == wp.Hostname {
+			addrs[s.Key] = s.Proto()
+			bound[s.Ref] = true
+			for _, uid := range s.Endpoints {
+				if w := m.Workloads[uid]; w != nil {
+					addrs[uid] = w.Proto(false)
+				}
+			}
+		}
+	}
+	for uid, w := range m.Workloads {
+		if w.Waypoint == wp {
+			addrs[uid] = w.Proto(false)
+		}
+	}
+	for name, p := range m.Policies {
+		if p.Waypoint == nil {
+			continue
+		}
+		for _, t := range p.Waypoint.Targets {
+			r := Ref{Namespace: t.Namespace, Name: t.Name}
+			if t.Kind == "Gateway" && r == ref || t.Kind == "Service" && bound[r] {
+				auths[name] = p.Waypoint
+				break
+			}
+		}
+	}
+	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
+}
