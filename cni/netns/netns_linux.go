@@ -38,7 +38,7 @@ func Check(f *os.File) error {
 	if st.Type != unix.NSFS_MAGIC {
 		return errors.New("not a namespace file")
 	}
-	t, err := unix.IoctlGetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	if err != nil {
 		return fmt.Errorf("namespace type: %w", err)
 	}

@@ -1,0 +1,4 @@
+package zds
+
+// SeqpacketDial lets external tests speak raw datagrams to the server.
+var SeqpacketDial = seqpacketDialForTest

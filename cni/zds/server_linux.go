@@ -1,0 +1,347 @@
+package zds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	zdsapi "github.com/ambit-mesh/ambit/api/zds"
+	"github.com/ambit-mesh/ambit/cni/seqpacket"
+)
+
+// ErrRejected is returned when ztunnel answered a request with an error.
+var ErrRejected = errors.New("ztunnel rejected the workload")
+
+// DefaultAckTimeout bounds the wait for one Ack.
+const DefaultAckTimeout = 5 * time.Second
+
+// Workload is one enrolled pod as ztunnel gets it.
+type Workload struct {
+	UID  string
+	Info *zdsapi.WorkloadInfo
+	// Netns is the pod's network namespace. Nil means the agent could not find it
+	// (after a restart): snapshots then say KeepWorkload.
+	Netns *os.File
+}
+
+// Server serves the hand-off socket. Live updates go to the newest ztunnel connection
+// whose snapshot completed (during a ztunnel upgrade the old one keeps what it has);
+// every connection gets the full snapshot first.
+type Server struct {
+	path       string
+	log        *slog.Logger
+	ackTimeout time.Duration
+
+	mu        sync.Mutex // guards workloads and latest; held while talking to ztunnel
+	workloads map[string]Workload
+	latest    *conn
+}
+
+// NewServer returns a server for the socket at path. It does no I/O until Run.
+func NewServer(path string, ackTimeout time.Duration, log *slog.Logger) *Server {
+	if ackTimeout <= 0 {
+		ackTimeout = DefaultAckTimeout
+	}
+	return &Server{path: path, log: log, ackTimeout: ackTimeout, workloads: map[string]Workload{}}
+}
+
+// Run serves ztunnel connections until ctx ends, then closes them and every netns
+// descriptor it holds.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := seqpacket.Listen(s.path)
+	if err != nil {
+		return fmt.Errorf("zds: %w", err)
+	}
+	s.log.Info("serving ztunnel hand-off", "socket", s.path)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-ctx.Done()
+		return ln.Close()
+	})
+	g.Go(func() error {
+		for {
+			c, err := ln.AcceptUnix()
+			if errors.Is(err, net.ErrClosed) {
+				return nil // closed by the shutdown above
+			}
+			if err != nil {
+				return fmt.Errorf("zds: accept: %w", err)
+			}
+			g.Go(func() error {
+				s.serve(ctx, newConn(c, s.ackTimeout))
+				return nil
+			})
+		}
+	})
+	err = g.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.workloads {
+		if w.Netns != nil {
+			w.Netns.Close()
+		}
+	}
+	s.workloads = map[string]Workload{}
+	return err
+}
+
+// serve runs one ztunnel connection: hello, snapshot, then live updates until either
+// side goes away.
+func (s *Server) serve(ctx context.Context, c *conn) {
+	defer c.wait()
+	log := s.log.With("conn", c.id)
+	if err := c.hello(); err != nil {
+		log.Warn("ztunnel hello failed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	err := s.sendSnapshot(c)
+	if err == nil {
+		s.latest = c
+	}
+	n := len(s.workloads)
+	s.mu.Unlock()
+	if err != nil {
+		log.Warn("snapshot to ztunnel failed", "err", err)
+		return
+	}
+	log.Info("ztunnel connected, snapshot sent", "workloads", n)
+	select {
+	case <-ctx.Done():
+	case <-c.dead:
+		log.Info("ztunnel disconnected", "err", c.err())
+	}
+	s.mu.Lock()
+	if s.latest == c {
+		s.latest = nil
+	}
+	s.mu.Unlock()
+}
+
+// sendSnapshot sends every workload, then SnapshotSent. Callers hold s.mu.
+func (s *Server) sendSnapshot(c *conn) error {
+	for _, uid := range slices.Sorted(maps.Keys(s.workloads)) {
+		w := s.workloads[uid]
+		var err error
+		if w.Netns != nil {
+			err = c.request(addRequest(w.UID, w.Info), w.Netns)
+		} else {
+			err = c.request(keepRequest(w.UID), nil)
+		}
+		if errors.Is(err, ErrRejected) {
+			// ztunnel does not want this one now; a reconnect would not change that.
+			s.log.Warn("ztunnel rejected a workload in the snapshot", "conn", c.id, "uid", uid, "err", err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", uid, err)
+		}
+	}
+	return c.request(snapshotSentRequest(), nil)
+}
+
+// Connected reports whether a ztunnel has a completed snapshot and is listening.
+func (s *Server) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest != nil
+}
+
+// Has reports whether the server holds the workload uid.
+func (s *Server) Has(uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.workloads[uid]
+	return ok
+}
+
+// Add records w (taking ownership of w.Netns) and, if ztunnel is connected, sends it
+// and waits for the Ack. ztunnel rejecting it returns ErrRejected and records nothing.
+// No ztunnel, or a ztunnel that goes away meanwhile, is not an error: it gets w in
+// its next snapshot. Adding a uid again replaces it (ztunnel treats Add as upsert).
+func (s *Server) Add(w Workload) error {
+	if w.UID == "" || w.Netns == nil {
+		return errors.New("zds: add needs a uid and a netns")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest != nil {
+		err := s.latest.request(addRequest(w.UID, w.Info), w.Netns)
+		if errors.Is(err, ErrRejected) {
+			w.Netns.Close()
+			return fmt.Errorf("zds: add %s: %w", w.UID, err)
+		}
+		if err != nil {
+			s.dropLatest(err)
+		}
+	}
+	if old, ok := s.workloads[w.UID]; ok && old.Netns != nil && old.Netns != w.Netns {
+		old.Netns.Close()
+	}
+	s.workloads[w.UID] = w
+	return nil
+}
+
+// Keep records a workload whose netns could not be found, so that snapshots ask
+// ztunnel to keep it rather than drop it.
+func (s *Server) Keep(uid string, info *zdsapi.WorkloadInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.workloads[uid]; !ok {
+		s.workloads[uid] = Workload{UID: uid, Info: info}
+	}
+}
+
+// Del forgets the workload uid and tells a connected ztunnel. Unknown uids are fine.
+func (s *Server) Del(uid string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.workloads[uid]
+	if !ok {
+		return nil
+	}
+	delete(s.workloads, uid)
+	if w.Netns != nil {
+		defer w.Netns.Close()
+	}
+	if s.latest == nil {
+		return nil
+	}
+	err := s.latest.request(delRequest(uid), nil)
+	if errors.Is(err, ErrRejected) {
+		// ztunnel keeps nothing for a pod the agent released; its next snapshot
+		// will not name it either.
+		return fmt.Errorf("zds: del %s: %w", uid, err)
+	}
+	if err != nil {
+		s.dropLatest(err)
+	}
+	return nil
+}
+
+// dropLatest closes a connection that failed mid-request; ztunnel reconnects and gets
+// a fresh snapshot. Callers hold s.mu.
+func (s *Server) dropLatest(err error) {
+	s.log.Warn("ztunnel connection failed, waiting for it to reconnect", "conn", s.latest.id, "err", err)
+	s.latest.close()
+	s.latest = nil
+}
+
+// conn is one ztunnel connection. Requests are strictly one at a time (the server's
+// lock serializes them); a reader goroutine delivers Acks and notices hang-ups.
+type conn struct {
+	id         string
+	c          *net.UnixConn
+	ackTimeout time.Duration
+	acks       chan *zdsapi.Ack
+	dead       chan struct{} // closed by close
+	readDone   chan struct{} // closed when the reader returns
+
+	reading bool // set before the reader starts, by the serving goroutine
+	once    sync.Once
+	mu      sync.Mutex
+	readErr error
+}
+
+func newConn(c *net.UnixConn, ackTimeout time.Duration) *conn {
+	return &conn{id: fmt.Sprintf("%p", c), c: c, ackTimeout: ackTimeout,
+		acks: make(chan *zdsapi.Ack, 1), dead: make(chan struct{}), readDone: make(chan struct{})}
+}
+
+// hello reads ztunnel's ZdsHello, then starts the reader.
+func (c *conn) hello() error {
+	if err := c.c.SetReadDeadline(time.Now().Add(c.ackTimeout)); err != nil {
+		return err
+	}
+	b, files, err := seqpacket.Recv(c.c)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	seqpacket.CloseAll(files)
+	if _, err := DecodeHello(b); err != nil {
+		return err
+	}
+	if err := c.c.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	c.reading = true
+	go c.read()
+	return nil
+}
+
+// wait closes the connection and waits for its reader.
+func (c *conn) wait() {
+	c.close()
+	if c.reading {
+		<-c.readDone
+	}
+}
+
+func (c *conn) read() {
+	defer close(c.readDone)
+	for {
+		b, files, err := seqpacket.Recv(c.c)
+		if err == nil {
+			seqpacket.CloseAll(files)
+			var ack *zdsapi.Ack
+			ack, err = DecodeResponse(b)
+			if err == nil {
+				select {
+				case c.acks <- ack:
+					continue
+				default:
+					err = errors.New("unsolicited ack")
+				}
+			}
+		}
+		c.mu.Lock()
+		c.readErr = err
+		c.mu.Unlock()
+		c.close()
+		return
+	}
+}
+
+func (c *conn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readErr
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		c.c.Close()
+		close(c.dead)
+	})
+}
+
+// request sends one message and waits for its Ack.
+func (c *conn) request(b []byte, fd *os.File) error {
+	if err := seqpacket.Send(c.c, b, fd); err != nil {
+		c.close()
+		return err
+	}
+	t := time.NewTimer(c.ackTimeout)
+	defer t.Stop()
+	select {
+	case ack := <-c.acks:
+		if ack.GetError() != "" {
+			return fmt.Errorf("%w: %s", ErrRejected, ack.GetError())
+		}
+		return nil
+	case <-c.dead:
+		return fmt.Errorf("connection closed: %w", c.err())
+	case <-t.C:
+		c.close()
+		return errors.New("no ack in time")
+	}
+}

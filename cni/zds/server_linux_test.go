@@ -1,0 +1,215 @@
+package zds_test
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"context"
+
+	zdsapi "github.com/ambit-mesh/ambit/api/zds"
+	"github.com/ambit-mesh/ambit/cni/netns"
+	"github.com/ambit-mesh/ambit/cni/zds"
+	"github.com/ambit-mesh/ambit/cni/zds/zdstest"
+)
+
+// start runs a server on a socket in a temporary directory until the test ends.
+func start(t *testing.T, ackTimeout time.Duration) (*zds.Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ztunnel.sock")
+	s := zds.NewServer(path, ackTimeout, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for range 100 {
+		if _, err := os.Stat(path); err == nil {
+			return s, path
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("socket never appeared")
+	return nil, ""
+}
+
+// ownNetns opens the test's own network namespace, a stand-in for a pod's.
+func ownNetns(t *testing.T) *os.File {
+	t.Helper()
+	f, err := netns.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func workload(t *testing.T, uid string) zds.Workload {
+	return zds.Workload{UID: uid, Info: &zdsapi.WorkloadInfo{Name: "pod-" + uid, Namespace: "demo", ServiceAccount: "sa"}, Netns: ownNetns(t)}
+}
+
+// expect reads one request, checks its short form, and acks it with errMsg.
+func expect(t *testing.T, cl *zdstest.Client, want, errMsg string) {
+	t.Helper()
+	req, f, err := cl.Recv(2 * time.Second)
+	if err != nil {
+		t.Fatalf("waiting for %q: %v", want, err)
+	}
+	if got := zdstest.Event(req); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if f != nil {
+		if err := netns.Check(f); err != nil {
+			t.Errorf("%s: passed descriptor: %v", want, err)
+		}
+		if req.GetAdd().GetWorkloadInfo().GetNamespace() != "demo" {
+			t.Errorf("%s: workload info %v", want, req.GetAdd().GetWorkloadInfo())
+		}
+		f.Close()
+	}
+	if err := cl.Ack(errMsg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dial(t *testing.T, path string) *zdstest.Client {
+	t.Helper()
+	cl, err := zdstest.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func waitConnected(t *testing.T, s *zds.Server, want bool) {
+	t.Helper()
+	for range 200 {
+		if s.Connected() == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("Connected() never became %v", want)
+}
+
+// async runs f and returns its error on a channel.
+func async(f func() error) <-chan error {
+	c := make(chan error, 1)
+	go func() { c <- f() }()
+	return c
+}
+
+func TestSnapshotThenLiveUpdatesThenReplayOnReconnect(t *testing.T) {
+	s, path := start(t, 2*time.Second)
+	if err := s.Add(workload(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	s.Keep("k", nil)
+
+	cl := dial(t, path)
+	expect(t, cl, "add a", "")
+	expect(t, cl, "keep k", "")
+	expect(t, cl, "snapshot", "")
+	waitConnected(t, s, true)
+
+	done := addAsync(s, workload(t, "b"))
+	expect(t, cl, "add b", "")
+	if err := <-done; err != nil {
+		t.Fatalf("live Add: %v", err)
+	}
+	done = async(func() error { return s.Del("a") })
+	expect(t, cl, "del a", "")
+	if err := <-done; err != nil {
+		t.Fatalf("live Del: %v", err)
+	}
+	if err := s.Del("never-added"); err != nil {
+		t.Errorf("Del of unknown uid: %v", err)
+	}
+
+	// ztunnel restarts: the new connection gets the current state, nothing doubled.
+	cl.Close()
+	waitConnected(t, s, false)
+	cl2 := dial(t, path)
+	expect(t, cl2, "add b", "")
+	expect(t, cl2, "keep k", "")
+	expect(t, cl2, "snapshot", "")
+	waitConnected(t, s, true)
+}
+
+func TestRejectedAddIsNotKept(t *testing.T) {
+	s, path := start(t, 2*time.Second)
+	cl := dial(t, path)
+	expect(t, cl, "snapshot", "")
+	waitConnected(t, s, true)
+	done := addAsync(s, workload(t, "x"))
+	expect(t, cl, "add x", "no such pod")
+	if err := <-done; !errors.Is(err, zds.ErrRejected) {
+		t.Fatalf("Add = %v, want ErrRejected", err)
+	}
+	if s.Has("x") {
+		t.Error("rejected workload kept")
+	}
+}
+
+func TestSilentZtunnelIsDroppedAndAddStillRecorded(t *testing.T) {
+	s, path := start(t, 200*time.Millisecond)
+	cl := dial(t, path)
+	expect(t, cl, "snapshot", "")
+	waitConnected(t, s, true)
+	// Read the add but never ack it.
+	done := addAsync(s, workload(t, "y"))
+	if _, f, err := cl.Recv(2 * time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		f.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Add with a silent ztunnel = %v, want nil (sent in the next snapshot)", err)
+	}
+	waitConnected(t, s, false)
+	cl2 := dial(t, path)
+	expect(t, cl2, "add y", "")
+	expect(t, cl2, "snapshot", "")
+}
+
+func TestBadHelloIsRefused(t *testing.T) {
+	s, path := start(t, 500*time.Millisecond)
+	tests := map[string][]byte{
+		"garbage":       {0xff, 0xff, 0xff},
+		"wrong version": {0x08, 0x07},
+		"not a hello":   zds.EncodeAck("x"),
+	}
+	for name, hello := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, err := zds.SeqpacketDial(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 16)
+			if n, err := c.Read(buf); err == nil && n > 0 {
+				t.Errorf("server answered a bad hello with %d bytes", n)
+			}
+			if s.Connected() {
+				t.Error("server considers a bad hello connected")
+			}
+		})
+	}
+}
+
+func addAsync(s *zds.Server, w zds.Workload) <-chan error {
+	return async(func() error { return s.Add(w) })
+}
