@@ -1,0 +1,181 @@
+package hbone
+
+import (
+	"sync"
+	"time"
+)
+
+// chunkSize is the unit of received-data buffering and of copy buffers. It
+// holds two TLS records, so one chunk usually becomes one write downstream.
+const chunkSize = 32 << 10
+
+// chunkPool recycles buffers so that a busy tunnel does not allocate per
+// frame or per copy.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+func getChunk() *[]byte  { return chunkPool.Get().(*[]byte) }
+func putChunk(b *[]byte) { chunkPool.Put(b) }
+
+// dataBuffer is a FIFO of bytes in pooled chunks: what a stream received
+// and its reader has not consumed yet.
+type dataBuffer struct {
+	chunks []*[]byte
+	r      int // read offset in chunks[0]
+	w      int // write offset in the last chunk
+	size   int
+}
+
+func (b *dataBuffer) len() int { return b.size }
+
+// write appends a copy of p.
+func (b *dataBuffer) write(p []byte) {
+	b.size += len(p)
+	for len(p) > 0 {
+		if len(b.chunks) == 0 || b.w == chunkSize {
+			b.chunks = append(b.chunks, getChunk())
+			b.w = 0
+		}
+		n := copy((*b.chunks[len(b.chunks)-1])[b.w:], p)
+		b.w += n
+		p = p[n:]
+	}
+}
+
+// peek returns the unread bytes of the first chunk, without copying. The
+// slice stays valid until the next advance or reset: write only appends
+// after it.
+func (b *dataBuffer) peek() []byte {
+	if b.size == 0 {
+		return nil
+	}
+	end := chunkSize
+	if len(b.chunks) == 1 {
+		end = b.w
+	}
+	return (*b.chunks[0])[b.r:end]
+}
+
+// peekAll appends to dst the unread bytes of every chunk, without
+// copying, for a vectored write. Like peek's, the slices stay valid until
+// the next advance or reset.
+func (b *dataBuffer) peekAll(dst [][]byte) [][]byte {
+	for i, c := range b.chunks {
+		start, end := 0, chunkSize
+		if i == 0 {
+			start = b.r
+		}
+		if i == len(b.chunks)-1 {
+			end = b.w
+		}
+		dst = append(dst, (*c)[start:end])
+	}
+	return dst
+}
+
+// advance consumes n bytes, which must not exceed len().
+func (b *dataBuffer) advance(n int) {
+	b.size -= n
+	for n > 0 || (len(b.chunks) > 0 && b.size == 0) {
+		end := chunkSize
+		if len(b.chunks) == 1 {
+			end = b.w
+		}
+		k := min(n, end-b.r)
+		b.r += k
+		n -= k
+		if b.r < end {
+			break
+		}
+		putChunk(b.chunks[0])
+		b.chunks[0] = nil
+		b.chunks = b.chunks[1:]
+		b.r = 0
+	}
+	if len(b.chunks) == 0 {
+		b.chunks = nil
+		b.w = 0
+	}
+}
+
+// read moves up to len(p) bytes into p.
+func (b *dataBuffer) read(p []byte) int {
+	n := 0
+	for n < len(p) && b.size > 0 {
+		k := copy(p[n:], b.peek())
+		b.advance(k)
+		n += k
+	}
+	return n
+}
+
+// reset drops everything, returning the chunks to the pool.
+func (b *dataBuffer) reset() int {
+	n := b.size
+	for _, c := range b.chunks {
+		putChunk(c)
+	}
+	*b = dataBuffer{}
+	return n
+}
+
+// deadline is a settable deadline whose expiry closes a channel, so that it
+// can sit in a select next to other events. It is net.Pipe's pipeDeadline.
+type deadline struct {
+	mu     sync.Mutex
+	timer  *time.Timer
+	cancel chan struct{} // closed when the deadline passes
+}
+
+func newDeadline() deadline { return deadline{cancel: make(chan struct{})} }
+
+// set arms the deadline; the zero time disarms it.
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.cancel // the timer fired: wait for it to have closed cancel
+	}
+	d.timer = nil
+	closed := isClosed(d.cancel)
+	if t.IsZero() {
+		if closed {
+			d.cancel = make(chan struct{})
+		}
+		return
+	}
+	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.cancel = make(chan struct{})
+		}
+		cancel := d.cancel
+		d.timer = time.AfterFunc(dur, func() { close(cancel) })
+		return
+	}
+	if !closed {
+		close(d.cancel)
+	}
+}
+
+// wait returns a channel closed when the deadline has passed.
+func (d *deadline) wait() chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cancel
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// wake signals a capacity-one channel without blocking.
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,474 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+)
+
+// Stream is one HBONE tunnel: a byte stream carried by an HTTP/2 CONNECT
+// stream. It is a net.Conn: one Read and one Write may run at the same
+// time, deadlines work as for TCP, and CloseWrite half-closes (the peer
+// reads io.EOF and may keep sending). Close ends both directions; if the
+// peer is still sending, the stream is reset.
+type Stream struct {
+	sess *session
+	id   uint32
+
+	readMu    sync.Mutex
+	writeMu   sync.Mutex // also held by Close and CloseWrite to order END_STREAM after data
+	rdl, wdl  deadline
+	readWake  chan struct{}
+	writeWake chan struct{}
+
+	// Guarded by sess.mu.
+	buf         dataBuffer
+	peeking     bool     // WriteTo is writing out of buf's chunks
+	iov         [][]byte // WriteTo's vector, kept to spare an allocation
+	recvEnd     bool     // peer sent END_STREAM
+	recvErr     error
+	recvWindow  int64 // credit the peer holds on this stream
+	recvUnacked int64
+	sendWindow  int64
+	sentEnd     bool
+	sendErr     error
+	closed      bool // Close was called
+	removed     bool // no longer in sess.streams
+
+	// Client side: the response status, 0 until resp is closed.
+	status int
+	resp   chan struct{}
+	// Server side: canceled when the stream is over.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+var errWriteAfterCloseWrite = errors.New("hbone: write after CloseWrite")
+
+func (s *session) newStreamLocked(id uint32) *Stream {
+	st := &Stream{
+		sess:       s,
+		id:         id,
+		rdl:        newDeadline(),
+		wdl:        newDeadline(),
+		readWake:   make(chan struct{}, 1),
+		writeWake:  make(chan struct{}, 1),
+		recvWindow: streamWindow,
+		sendWindow: s.peerInitialWindow,
+	}
+	if s.client {
+		st.resp = make(chan struct{})
+	} else {
+		st.ctx, st.cancel = context.WithCancel(s.ctx)
+	}
+	s.streams[id] = st
+	return st
+}
+
+// Read reads tunnelled bytes; it returns io.EOF once the peer has
+// half-closed and everything it sent has been read.
+func (st *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	s := st.sess
+	for {
+		if isClosed(st.rdl.wait()) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if st.buf.len() > 0 && !st.closed {
+			n := st.buf.read(p)
+			s.creditLocked(st, int64(n))
+			s.mu.Unlock()
+			return n, nil
+		}
+		err := st.readErrLocked()
+		s.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		select {
+		case <-st.readWake:
+		case <-st.rdl.wait():
+		}
+	}
+}
+
+// readErrLocked says why there is nothing to read, or nil if more may come.
+func (st *Stream) readErrLocked() error {
+	switch {
+	case st.closed:
+		return net.ErrClosed
+	case st.recvEnd:
+		return io.EOF
+	}
+	return st.recvErr
+}
+
+// WriteTo writes what the stream receives to w until the peer half-closes,
+// straight out of the receive buffers, all that is buffered at once (one
+// writev(2) when w is a socket). It makes io.Copy from a Stream copy-free.
+func (st *Stream) WriteTo(w io.Writer) (int64, error) {
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	s := st.sess
+	var total int64
+	for {
+		if isClosed(st.rdl.wait()) {
+			return total, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if st.buf.len() == 0 || st.closed {
+			err := st.readErrLocked()
+			s.mu.Unlock()
+			if err == io.EOF {
+				return total, nil
+			}
+			if err != nil {
+				return total, err
+			}
+			select {
+			case <-st.readWake:
+			case <-st.rdl.wait():
+			}
+			continue
+		}
+		bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
+		st.iov = bufs
+		st.peeking = true
+		s.mu.Unlock()
+
+		n64, err := bufs.WriteTo(w) // writev(2) to a socket
+		clear(st.iov)
+		n := int(n64)
+		total += n64
+
+		s.mu.Lock()
+		st.peeking = false
+		if st.closed {
+			s.creditLocked(nil, int64(st.buf.reset())) // Close left the buffer to us
+		} else {
+			st.buf.advance(n)
+			s.creditLocked(st, int64(n))
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Write sends p, waiting for HTTP/2 flow-control credit as needed.
+func (st *Stream) Write(p []byte) (int, error) {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		k, err := st.reserveSend(len(p))
+		if err != nil {
+			return n, err
+		}
+		if err := st.sess.writeData(st.id, false, p[:k]); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// ReadFrom sends everything r yields until io.EOF, through a pooled buffer.
+// It does not half-close the stream.
+func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
+	bp := getChunk()
+	defer putChunk(bp)
+	var total int64
+	for {
+		n, err := r.Read(*bp)
+		if n > 0 {
+			m, werr := st.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// reserveSend waits until it may send up to max bytes and takes the credit.
+func (st *Stream) reserveSend(max int) (int, error) {
+	s := st.sess
+	for {
+		if isClosed(st.wdl.wait()) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		var err error
+		switch {
+		case st.closed:
+			err = net.ErrClosed
+		case st.sentEnd:
+			err = errWriteAfterCloseWrite
+		case st.sendErr != nil:
+			err = st.sendErr
+		}
+		if err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		k := min(int64(max), st.sendWindow, s.sendWindow, int64(s.peerMaxFrame), maxWriteFrame)
+		if k > 0 {
+			st.sendWindow -= k
+			s.sendWindow -= k
+			s.mu.Unlock()
+			return int(k), nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-st.writeWake:
+		case <-st.wdl.wait():
+		}
+	}
+}
+
+// CloseWrite half-closes the stream (END_STREAM): the peer reads io.EOF
+// after the data already written, and this end can still read.
+func (st *Stream) CloseWrite() error {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	s := st.sess
+	s.mu.Lock()
+	var err error
+	switch {
+	case st.closed:
+		err = net.ErrClosed
+	case st.sentEnd:
+		s.mu.Unlock()
+		return nil
+	case st.sendErr != nil:
+		err = st.sendErr
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.writeData(st.id, true, nil); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	st.sentEnd = true
+	s.maybeRemoveLocked(st)
+	s.mu.Unlock()
+	return nil
+}
+
+// Close ends the stream. Like closing a TCP socket, it sends what is
+// needed for the peer to read io.EOF, and resets the stream (CANCEL) if
+// the peer has not finished sending. Blocked Reads and Writes return
+// net.ErrClosed.
+func (st *Stream) Close() error {
+	s := st.sess
+	s.mu.Lock()
+	if st.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	wake(st.readWake)
+	wake(st.writeWake)
+	s.mu.Unlock()
+
+	st.writeMu.Lock() // an in-flight Write finishes its frame first
+	defer st.writeMu.Unlock()
+	s.mu.Lock()
+	sendEnd := !st.removed && !st.sentEnd && st.sendErr == nil
+	reset := !st.removed && !st.recvEnd && st.recvErr == nil
+	if !st.peeking {
+		s.creditLocked(nil, int64(st.buf.reset()))
+	}
+	s.mu.Unlock()
+	var err error
+	if sendEnd {
+		err = s.writeData(st.id, true, nil)
+	}
+	s.mu.Lock()
+	st.sentEnd = true
+	if reset {
+		s.resetLocked(st, http2.ErrCodeCancel, net.ErrClosed)
+	} else {
+		s.maybeRemoveLocked(st)
+	}
+	s.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrConnClosed) {
+		return err
+	}
+	return nil
+}
+
+// Peer returns the verified SPIFFE identity of the other end.
+func (st *Stream) Peer() spiffeid.ID { return st.sess.peer }
+
+// LocalAddr returns the local address of the connection carrying the stream.
+func (st *Stream) LocalAddr() net.Addr { return st.sess.nc.LocalAddr() }
+
+// RemoteAddr returns the remote address of the connection carrying the stream.
+func (st *Stream) RemoteAddr() net.Addr { return st.sess.nc.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines.
+func (st *Stream) SetDeadline(t time.Time) error {
+	st.rdl.set(t)
+	st.wdl.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read and WriteTo; the zero time
+// removes it.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	st.rdl.set(t)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for waiting on flow-control credit in
+// Write, ReadFrom and CloseWrite; the zero time removes it.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	st.wdl.set(t)
+	return nil
+}
+
+// abortLocked fails what is left of the stream with err and forgets it.
+// Data already received stays readable.
+func (s *session) abortLocked(st *Stream, err error) {
+	if !st.recvEnd && st.recvErr == nil {
+		st.recvErr = err
+	}
+	if !st.sentEnd && st.sendErr == nil {
+		st.sendErr = err
+	}
+	wake(st.readWake)
+	wake(st.writeWake)
+	s.removeLocked(st)
+}
+
+// resetLocked resets the stream (RST_STREAM) and aborts it.
+func (s *session) resetLocked(st *Stream, code http2.ErrCode, err error) {
+	if !st.removed {
+		s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: st.id, code: code})
+	}
+	s.abortLocked(st, err)
+}
+
+// resetStream resets a stream by id, known or not.
+func (s *session) resetStream(id uint32, code http2.ErrCode, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[id]; st != nil {
+		s.resetLocked(st, code, err)
+		return
+	}
+	s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: id, code: code})
+}
+
+// maybeRemoveLocked forgets the stream once both directions have ended.
+func (s *session) maybeRemoveLocked(st *Stream) {
+	if st.recvEnd && st.sentEnd {
+		s.removeLocked(st)
+	}
+}
+
+func (s *session) removeLocked(st *Stream) {
+	if st.removed {
+		return
+	}
+	st.removed = true
+	delete(s.streams, st.id)
+	if st.resp != nil && st.status == 0 {
+		close(st.resp) // Dial was waiting: it reads recvErr
+	}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	if len(s.streams)+s.reserved == 0 {
+		s.armIdleLocked()
+		s.maybeFinishLocked()
+	}
+}
+
+// creditLocked gives back n bytes of receive window, consumed or
+// discarded, to the connection and (if st is not nil) to the stream,
+// batching WINDOW_UPDATEs to a quarter window.
+func (s *session) creditLocked(st *Stream, n int64) {
+	if n <= 0 {
+		return
+	}
+	s.recvUnacked += n
+	if s.recvUnacked >= connWindow/4 {
+		s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, incr: uint32(s.recvUnacked)})
+		s.recvWindow += s.recvUnacked
+		s.recvUnacked = 0
+	}
+	if st == nil || st.recvEnd || st.recvErr != nil {
+		return
+	}
+	st.recvUnacked += n
+	if st.recvUnacked >= streamWindow/4 {
+		s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, streamID: st.id, incr: uint32(st.recvUnacked)})
+		st.recvWindow += st.recvUnacked
+		st.recvUnacked = 0
+	}
+}
+
+// armIdleLocked starts the idle clock of a session that has no streams.
+func (s *session) armIdleLocked() {
+	if s.opts.idleTimeout <= 0 || s.closed {
+		return
+	}
+	s.idleSince = time.Now()
+	if s.idleTimer == nil {
+		s.idleTimer = time.AfterFunc(s.opts.idleTimeout, s.idleCheck)
+	} else {
+		s.idleTimer.Reset(s.opts.idleTimeout)
+	}
+}
+
+// idleCheck closes the session if it has had no streams for idleTimeout.
+func (s *session) idleCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.streams)+s.reserved > 0 {
+		return
+	}
+	if left := s.opts.idleTimeout - time.Since(s.idleSince); left > 0 {
+		s.idleTimer.Reset(left)
+		return
+	}
+	s.goingAway = true
+	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCodeNo})
+	s.closeLocked(errIdleTimeout)
+}
+
+// parseStatus parses a response :status.
+func parseStatus(v string) (int, error) {
+	code, err := strconv.Atoi(v)
+	if err != nil || len(v) != 3 || code < 100 {
+		return 0, fmt.Errorf("%w: bad :status %q", errProtocol, v)
+	}
+	return code, nil
+}
