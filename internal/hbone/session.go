@@ -44,19 +44,6 @@ type sessionOptions struct {
 	onRequest func(*Stream, *http2.MetaHeadersFrame)
 }
 
-// ctrlFrame is a frame the read loop (or another goroutine that must not
-// block) wants written: the read loop never writes to the connection
-// itself, so that two peers both blocked writing cannot deadlock.
-type ctrlFrame struct {
-	typ      http2.FrameType
-	streamID uint32
-	code     http2.ErrCode // RST_STREAM, GOAWAY
-	incr     uint32        // WINDOW_UPDATE
-	ack      bool          // SETTINGS, PING
-	ping     [8]byte
-	tableMax uint32 // SETTINGS ack: peer's new HPACK table size, 0 if unchanged
-}
-
 // session is one HTTP/2 connection carrying HBONE streams, either end.
 type session struct {
 	nc     net.Conn
@@ -173,36 +160,6 @@ func (s *session) run() error {
 	return s.err
 }
 
-// writePrefaceLocked writes our connection preface (RFC 9113 3.4), the
-// client magic, SETTINGS and the connection window, unless it is written
-// already; s.wmu must be held. Every writer calls it first, so nothing
-// can precede the preface.
-func (s *session) writePrefaceLocked() error {
-	if s.prefaceSent {
-		return nil
-	}
-	s.prefaceSent = true
-	if s.client {
-		if _, err := s.bw.WriteString(http2.ClientPreface); err != nil {
-			return err
-		}
-	}
-	settings := []http2.Setting{
-		{ID: http2.SettingInitialWindowSize, Val: streamWindow},
-		{ID: http2.SettingMaxFrameSize, Val: maxReadFrame},
-		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
-	}
-	if s.client {
-		settings = append(settings, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
-	} else {
-		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(s.opts.maxStreams)})
-	}
-	if err := s.fr.WriteSettings(settings...); err != nil {
-		return err
-	}
-	return s.fr.WriteWindowUpdate(0, connWindow-initialWindow)
-}
-
 // readPreface reads the peer's connection preface, which must come
 // within prefaceTimeout.
 func (s *session) readPreface() error {
@@ -251,419 +208,6 @@ func (s *session) setReadDeadline(t time.Time) {
 	if !s.closed {
 		s.nc.SetReadDeadline(t)
 	}
-}
-
-// readLoop reads and dispatches frames until the connection fails or the
-// session closes.
-func (s *session) readLoop() error {
-	for {
-		f, err := s.fr.ReadFrame()
-		if err != nil {
-			if errors.Is(err, http2.ErrFrameTooLarge) {
-				err = http2.ConnectionError(http2.ErrCodeFrameSize)
-			}
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				s.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %v", errProtocol, se))
-				continue
-			}
-			return s.connError(err)
-		}
-		s.lastRead.Store(int64(time.Since(s.start)))
-		switch f := f.(type) {
-		case *http2.DataFrame:
-			err = s.handleData(f)
-		case *http2.MetaHeadersFrame:
-			err = s.handleHeaders(f)
-		case *http2.SettingsFrame:
-			err = s.handleSettings(f)
-		case *http2.WindowUpdateFrame:
-			err = s.handleWindowUpdate(f)
-		case *http2.PingFrame:
-			err = s.handlePing(f)
-		case *http2.RSTStreamFrame:
-			s.handleReset(f)
-		case *http2.GoAwayFrame:
-			err = s.handleGoAway(f)
-		case *http2.PushPromiseFrame:
-			err = http2.ConnectionError(http2.ErrCodeProtocol) // we never enable push
-		}
-		if err != nil {
-			return s.connError(err)
-		}
-	}
-}
-
-// connError turns a read-loop failure into the session's error, telling
-// the peer with GOAWAY when the fault is a protocol violation.
-func (s *session) connError(err error) error {
-	var ce http2.ConnectionError
-	if errors.As(err, &ce) {
-		s.mu.Lock()
-		s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCode(ce)})
-		s.mu.Unlock()
-		if d := s.fr.ErrorDetail(); d != nil {
-			return fmt.Errorf("%w: %v: %v", errProtocol, ce, d)
-		}
-		return fmt.Errorf("%w: %v", errProtocol, ce)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return s.err // the read failed because this end closed the session
-	}
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: peer closed the connection", ErrConnClosed)
-	}
-	return fmt.Errorf("%w: %w", ErrConnClosed, err)
-}
-
-func (s *session) handleSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	var tableMax uint32
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := f.ForeachSetting(func(set http2.Setting) error {
-		if err := set.Valid(); err != nil {
-			return err
-		}
-		switch set.ID {
-		case http2.SettingHeaderTableSize:
-			tableMax = max(set.Val, 1) // 0 would read as "unchanged"; 1 is as small
-		case http2.SettingInitialWindowSize:
-			delta := int64(set.Val) - s.peerInitialWindow
-			s.peerInitialWindow = int64(set.Val)
-			for _, st := range s.streams {
-				st.sendWindow += delta
-				if st.sendWindow > 1<<31-1 {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-				wake(st.writeWake)
-			}
-		case http2.SettingMaxFrameSize:
-			s.peerMaxFrame = set.Val
-		case http2.SettingMaxConcurrentStreams:
-			s.peerMaxStreams = set.Val
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return s.queueLocked(ctrlFrame{typ: http2.FrameSettings, ack: true, tableMax: tableMax})
-}
-
-func (s *session) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f.StreamID == 0 {
-		s.sendWindow += int64(f.Increment)
-		if s.sendWindow > 1<<31-1 {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
-		for _, st := range s.streams {
-			wake(st.writeWake)
-		}
-		return nil
-	}
-	st := s.streams[f.StreamID]
-	if st == nil {
-		return s.checkKnownLocked(f.StreamID)
-	}
-	st.sendWindow += int64(f.Increment)
-	if st.sendWindow > 1<<31-1 {
-		s.resetLocked(st, http2.ErrCodeFlowControl, fmt.Errorf("%w: send window overflow", errProtocol))
-		return nil
-	}
-	wake(st.writeWake)
-	return nil
-}
-
-func (s *session) handlePing(f *http2.PingFrame) error {
-	if f.IsAck() {
-		select {
-		case s.pingAck <- f.Data:
-		default:
-		}
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.queueLocked(ctrlFrame{typ: http2.FramePing, ack: true, ping: f.Data})
-}
-
-func (s *session) handleReset(f *http2.RSTStreamFrame) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.streams[f.StreamID]; st != nil {
-		s.abortLocked(st, resetError{code: f.ErrCode})
-	}
-}
-
-func (s *session) handleGoAway(f *http2.GoAwayFrame) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.goingAway = true
-	for id, st := range s.streams {
-		if s.client && id > f.LastStreamID {
-			s.abortLocked(st, fmt.Errorf("%w: server going away", errRefused))
-		}
-	}
-	if f.ErrCode != http2.ErrCodeNo {
-		return fmt.Errorf("%w: peer sent GOAWAY %v %q", errProtocol, f.ErrCode, f.DebugData())
-	}
-	s.maybeFinishLocked()
-	return nil
-}
-
-// checkKnownLocked accepts frames for streams that existed and are gone
-// (they may cross our RST_STREAM), and refuses frames for streams that
-// were never opened (RFC 9113 5.1, "idle").
-func (s *session) checkKnownLocked(id uint32) error {
-	known := id <= s.lastPeerID
-	if s.client {
-		known = id < s.nextID
-	}
-	if id%2 == 1 && known {
-		return nil
-	}
-	return http2.ConnectionError(http2.ErrCodeProtocol)
-}
-
-func (s *session) handleData(f *http2.DataFrame) error {
-	n := int64(f.Length) // flow control counts padding too
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n > s.recvWindow {
-		return http2.ConnectionError(http2.ErrCodeFlowControl)
-	}
-	s.recvWindow -= n
-	st := s.streams[f.StreamID]
-	if st == nil || st.recvEnd || st.recvErr != nil || (s.client && st.status == 0) {
-		s.creditLocked(nil, n) // nobody will read it: hand the credit back
-		if st == nil {
-			return s.checkKnownLocked(f.StreamID)
-		}
-		s.resetLocked(st, http2.ErrCodeStreamClosed, fmt.Errorf("%w: DATA on a stream not open for it", errProtocol))
-		return nil
-	}
-	if n > st.recvWindow {
-		s.creditLocked(nil, n)
-		s.resetLocked(st, http2.ErrCodeFlowControl, fmt.Errorf("%w: peer overran the stream window", errProtocol))
-		return nil
-	}
-	st.recvWindow -= n
-	data := f.Data()
-	if st.closed {
-		s.creditLocked(st, n) // closed locally: discard
-	} else {
-		st.buf.write(data)
-		if pad := n - int64(len(data)); pad > 0 {
-			s.creditLocked(st, pad)
-		}
-	}
-	if f.StreamEnded() {
-		st.recvEnd = true
-		s.maybeRemoveLocked(st)
-	}
-	wake(st.readWake)
-	return nil
-}
-
-func (s *session) handleHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.streams[id]; st != nil {
-		return s.responseHeadersLocked(st, f)
-	}
-	if s.client || id%2 == 0 {
-		return s.checkKnownLocked(id)
-	}
-	if id <= s.lastPeerID {
-		return http2.ConnectionError(http2.ErrCodeStreamClosed) // RFC 9113 5.1.1
-	}
-	s.lastPeerID = id
-	if s.goingAway || s.closed || len(s.streams) >= s.opts.maxStreams {
-		return s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: id, code: http2.ErrCodeRefusedStream})
-	}
-	st := s.newStreamLocked(id)
-	if f.StreamEnded() {
-		st.recvEnd = true
-	}
-	s.opts.onRequest(st, f)
-	return nil
-}
-
-// responseHeadersLocked handles HEADERS on an open stream: the response on
-// the client side, or trailers, which end the stream, on either side.
-func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) error {
-	switch {
-	case st.recvEnd || st.recvErr != nil:
-		s.resetLocked(st, http2.ErrCodeStreamClosed, fmt.Errorf("%w: HEADERS after END_STREAM", errProtocol))
-		return nil
-	case s.client && st.status == 0:
-		code, err := parseStatus(f.PseudoValue("status"))
-		if err != nil {
-			s.resetLocked(st, http2.ErrCodeProtocol, err)
-			return nil
-		}
-		if code < 200 {
-			return nil // informational: the final answer follows
-		}
-		st.status = code
-		close(st.resp)
-	case !f.StreamEnded():
-		s.resetLocked(st, http2.ErrCodeProtocol, fmt.Errorf("%w: trailers without END_STREAM", errProtocol))
-		return nil
-	}
-	if f.StreamEnded() {
-		st.recvEnd = true
-		s.maybeRemoveLocked(st)
-		wake(st.readWake)
-	}
-	return nil
-}
-
-// queueLocked queues a control frame for the write loop. Replies the peer
-// can provoke at will (PING and SETTINGS acks, resets) are bounded: a peer
-// that sends them faster than it reads is refused.
-func (s *session) queueLocked(f ctrlFrame) error {
-	if s.closed && f.typ != http2.FrameGoAway {
-		return nil
-	}
-	if len(s.ctrl) >= maxQueuedControl && f.typ != http2.FrameWindowUpdate && f.typ != http2.FrameGoAway {
-		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
-	}
-	s.ctrl = append(s.ctrl, f)
-	wake(s.ctrlWake)
-	return nil
-}
-
-// writeLoop writes queued control frames. At close it writes what is left
-// (a GOAWAY, usually) and exits.
-func (s *session) writeLoop() {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.ctrlWake:
-			s.flushControl()
-		case <-s.done:
-			s.flushControl()
-			return
-		}
-	}
-}
-
-func (s *session) flushControl() {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.mu.Lock()
-	q := s.ctrl
-	s.ctrl, s.ctrlSpare = s.ctrlSpare[:0], q
-	s.mu.Unlock()
-	if len(q) == 0 || s.werr != nil {
-		return
-	}
-	err := s.writePrefaceLocked()
-	for _, f := range q {
-		if err != nil {
-			break
-		}
-		switch f.typ {
-		case http2.FrameSettings:
-			if !f.ack {
-				continue // our preface, written above
-			}
-			if f.tableMax != 0 {
-				s.henc.SetMaxDynamicTableSizeLimit(f.tableMax)
-			}
-			err = s.fr.WriteSettingsAck()
-		case http2.FramePing:
-			err = s.fr.WritePing(f.ack, f.ping)
-		case http2.FrameWindowUpdate:
-			err = s.fr.WriteWindowUpdate(f.streamID, f.incr)
-		case http2.FrameRSTStream:
-			err = s.fr.WriteRSTStream(f.streamID, f.code)
-		case http2.FrameGoAway:
-			err = s.fr.WriteGoAway(f.streamID, f.code, nil)
-		}
-	}
-	if err == nil {
-		err = s.flushLocked()
-	}
-	s.writeFailedLocked(err)
-}
-
-// flushLocked writes out everything buffered; s.wmu must be held.
-func (s *session) flushLocked() error {
-	err := s.bw.Flush()
-	if err == nil && s.raw != nil {
-		err = s.raw.Flush()
-	}
-	return err
-}
-
-// writeFailedLocked records a write error, which ends the session; s.wmu
-// must be held.
-func (s *session) writeFailedLocked(err error) error {
-	if err == nil {
-		return nil
-	}
-	if s.werr == nil {
-		s.werr = fmt.Errorf("%w: write: %w", ErrConnClosed, err)
-		s.close(s.werr)
-	}
-	return s.werr
-}
-
-// writeData writes one DATA frame and flushes it.
-func (s *session) writeData(id uint32, end bool, p []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.werr != nil {
-		return s.werr
-	}
-	err := s.writePrefaceLocked()
-	if err == nil {
-		err = s.fr.WriteData(id, end, p)
-	}
-	if err == nil {
-		err = s.flushLocked()
-	}
-	return s.writeFailedLocked(err)
-}
-
-// writeHeadersLocked encodes and writes a header block; s.wmu must be held.
-func (s *session) writeHeadersLocked(id uint32, end bool, fields []hpack.HeaderField) error {
-	if s.werr != nil {
-		return s.werr
-	}
-	s.hbuf.Reset()
-	for _, f := range fields {
-		s.henc.WriteField(f)
-	}
-	s.mu.Lock()
-	frame := int(s.peerMaxFrame)
-	s.mu.Unlock()
-	block := s.hbuf.Bytes()
-	first := block[:min(len(block), frame)]
-	block = block[len(first):]
-	err := s.writePrefaceLocked()
-	if err == nil {
-		err = s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0})
-	}
-	for err == nil && len(block) > 0 {
-		frag := block[:min(len(block), frame)]
-		block = block[len(frag):]
-		err = s.fr.WriteContinuation(id, len(block) == 0, frag)
-	}
-	if err == nil {
-		err = s.flushLocked()
-	}
-	return s.writeFailedLocked(err)
 }
 
 // keepalive PINGs the peer when nothing has been read for pingInterval and
@@ -774,4 +318,33 @@ var (
 // orderly reports whether err ends a session without anything going wrong.
 func orderly(err error) bool {
 	return err == nil || errors.Is(err, errGoingAway) || errors.Is(err, errIdleTimeout)
+}
+
+// armIdleLocked starts the idle clock of a session that has no streams.
+func (s *session) armIdleLocked() {
+	if s.opts.idleTimeout <= 0 || s.closed {
+		return
+	}
+	s.idleSince = time.Now()
+	if s.idleTimer == nil {
+		s.idleTimer = time.AfterFunc(s.opts.idleTimeout, s.idleCheck)
+	} else {
+		s.idleTimer.Reset(s.opts.idleTimeout)
+	}
+}
+
+// idleCheck closes the session if it has had no streams for idleTimeout.
+func (s *session) idleCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.streams)+s.reserved > 0 {
+		return
+	}
+	if left := s.opts.idleTimeout - time.Since(s.idleSince); left > 0 {
+		s.idleTimer.Reset(left)
+		return
+	}
+	s.goingAway = true
+	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCodeNo})
+	s.closeLocked(errIdleTimeout)
 }

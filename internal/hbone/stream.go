@@ -3,11 +3,9 @@ package hbone
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -433,42 +431,4 @@ func (s *session) creditLocked(st *Stream, n int64) {
 		st.recvWindow += st.recvUnacked
 		st.recvUnacked = 0
 	}
-}
-
-// armIdleLocked starts the idle clock of a session that has no streams.
-func (s *session) armIdleLocked() {
-	if s.opts.idleTimeout <= 0 || s.closed {
-		return
-	}
-	s.idleSince = time.Now()
-	if s.idleTimer == nil {
-		s.idleTimer = time.AfterFunc(s.opts.idleTimeout, s.idleCheck)
-	} else {
-		s.idleTimer.Reset(s.opts.idleTimeout)
-	}
-}
-
-// idleCheck closes the session if it has had no streams for idleTimeout.
-func (s *session) idleCheck() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || len(s.streams)+s.reserved > 0 {
-		return
-	}
-	if left := s.opts.idleTimeout - time.Since(s.idleSince); left > 0 {
-		s.idleTimer.Reset(left)
-		return
-	}
-	s.goingAway = true
-	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCodeNo})
-	s.closeLocked(errIdleTimeout)
-}
-
-// parseStatus parses a response :status.
-func parseStatus(v string) (int, error) {
-	code, err := strconv.Atoi(v)
-	if err != nil || len(v) != 3 || code < 100 {
-		return 0, fmt.Errorf("%w: bad :status %q", errProtocol, v)
-	}
-	return code, nil
 }
