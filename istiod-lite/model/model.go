@@ -29,6 +29,8 @@ type Model struct {
 	Waypoints map[Ref]*Waypoint
 	// Status is the status every policy the model read should have.
 	Status map[StatusKey]ObjectStatus
+
+	res resources
 }
 
 // StatusKey names an object whose status the model computes.
@@ -122,6 +124,7 @@ func Build(input *Inputs) *Model {
 		}
 		slices.Sort(w.Policies)
 	}
+	m.translate()
 	return m
 }
 

@@ -1,16 +1,86 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambit-mesh/ambit/api/mesh"
 	"github.com/ambit-mesh/ambit/api/workload"
 )
 
 // Resources is what one subscriber is sent: resources by type URL, then by name.
-type Resources map[string]map[string]proto.Message
+type Resources map[string]map[string]*Resource
+
+// Resource is one xDS resource with its version, a hash of its content: two
+// resources with the same version are the same, so only changes are pushed.
+type Resource struct {
+	Name    string
+	Message proto.Message
+	// Any is Message encoded once, shared by every subscriber it is sent to.
+	Any     *anypb.Any
+	Version string
+}
+
+// NewResource wraps a message, encoding it and computing its version.
+func NewResource(name string, msg proto.Message) *Resource {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		// Only invalid UTF-8 in a string field fails; never drop a resource for it.
+		b = nil
+	}
+	sum := sha256.Sum256(b)
+	return &Resource{
+		Name:    name,
+		Message: msg,
+		Any:     &anypb.Any{TypeUrl: "type.googleapis.com/" + string(msg.ProtoReflect().Descriptor().FullName()), Value: b},
+		Version: hex.EncodeToString(sum[:8]),
+	}
+}
+
+// resources are the translated resources of a model, computed once per Build and
+// shared by every subscriber's view.
+type resources struct {
+	workloadLocal  map[string]*Resource // with policy names, for the workload's own node
+	workloadRemote map[string]*Resource // without
+	services       map[string]*Resource
+	ztunnelAuthz   map[string]*Resource
+	waypointAuthz  map[string]*Resource
+}
+
+func (m *Model) translate() {
+	r := resources{
+		workloadLocal:  make(map[string]*Resource, len(m.Workloads)),
+		workloadRemote: make(map[string]*Resource, len(m.Workloads)),
+		services:       make(map[string]*Resource, len(m.Services)),
+		ztunnelAuthz:   map[string]*Resource{},
+		waypointAuthz:  map[string]*Resource{},
+	}
+	for uid, w := range m.Workloads {
+		r.workloadRemote[uid] = NewResource(uid, w.Proto(false))
+		if len(w.Policies) == 0 {
+			r.workloadLocal[uid] = r.workloadRemote[uid]
+		} else {
+			r.workloadLocal[uid] = NewResource(uid, w.Proto(true))
+		}
+	}
+	for key, s := range m.Services {
+		r.services[key] = NewResource(key, s.Proto())
+	}
+	for name, p := range m.Policies {
+		if p.Ztunnel != nil {
+			r.ztunnelAuthz[name] = NewResource(name, p.Ztunnel)
+		}
+		if p.Waypoint != nil {
+			r.waypointAuthz[name] = NewResource(name, p.Waypoint)
+		}
+	}
+	m.res = r
+}
 
 // Proto translates a workload into its Address resource. withPolicies includes the
 // names of the policies selecting it, which only the ztunnel of its node (which
@@ -117,13 +187,11 @@ func (w *Waypoint) proto() *workload.GatewayAddress {
 // nodes that enforce it. Authorizations: mesh-wide ones, those of namespaces with a
 // workload on the node, and those selecting one of its workloads.
 func (m *Model) ForNode(node string) Resources {
-	addrs := map[string]proto.Message{}
-	auths := map[string]proto.Message{}
+	addrs := map[string]*Resource{}
+	auths := map[string]*Resource{}
 	localNS := map[string]bool{}
 	wanted := map[string]bool{}
-	for _, s := range m.Services {
-		addrs[s.Key] = s.Proto()
-	}
+	maps.Copy(addrs, m.res.services)
 	for uid, w := range m.Workloads {
 		local := w.Node == node
 		if local {
@@ -134,7 +202,11 @@ func (m *Model) ForNode(node string) Resources {
 		} else if !w.HBONE && w.Waypoint == nil && len(w.Services) == 0 {
 			continue
 		}
-		addrs[uid] = w.Proto(local)
+		if local {
+			addrs[uid] = m.res.workloadLocal[uid]
+		} else {
+			addrs[uid] = m.res.workloadRemote[uid]
+		}
 	}
 	for name, p := range m.Policies {
 		if p.Ztunnel == nil {
@@ -151,7 +223,7 @@ func (m *Model) ForNode(node string) Resources {
 				continue
 			}
 		}
-		auths[name] = p.Ztunnel
+		auths[name] = m.res.ztunnelAuthz[name]
 	}
 	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
 }
@@ -160,8 +232,8 @@ func (m *Model) ForNode(node string) Resources {
 // the workloads behind those services (it forwards to them), its own service, and the
 // targetRefs policies attached to it or to a service bound to it.
 func (m *Model) ForWaypoint(ref Ref) Resources {
-	addrs := map[string]proto.Message{}
-	auths := map[string]proto.Message{}
+	addrs := map[string]*Resource{}
+	auths := map[string]*Resource{}
 	wp := m.Waypoints[ref]
 	if wp == nil {
 		return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
@@ -169,18 +241,16 @@ func (m *Model) ForWaypoint(ref Ref) Resources {
 	bound := map[Ref]bool{}
 	for _, s := range m.Services {
 		if s.Waypoint == wp || s.Hostname == wp.Hostname {
-			addrs[s.Key] = s.Proto()
+			addrs[s.Key] = m.res.services[s.Key]
 			bound[s.Ref] = true
 			for _, uid := range s.Endpoints {
-				if w := m.Workloads[uid]; w != nil {
-					addrs[uid] = w.Proto(false)
-				}
+				addrs[uid] = m.res.workloadRemote[uid]
 			}
 		}
 	}
 	for uid, w := range m.Workloads {
 		if w.Waypoint == wp {
-			addrs[uid] = w.Proto(false)
+			addrs[uid] = m.res.workloadRemote[uid]
 		}
 	}
 	for name, p := range m.Policies {
@@ -190,7 +260,7 @@ func (m *Model) ForWaypoint(ref Ref) Resources {
 		for _, t := range p.Waypoint.Targets {
 			r := Ref{Namespace: t.Namespace, Name: t.Name}
 			if t.Kind == "Gateway" && r == ref || t.Kind == "Service" && bound[r] {
-				auths[name] = p.Waypoint
+				auths[name] = m.res.waypointAuthz[name]
 				break
 			}
 		}
