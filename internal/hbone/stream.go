@@ -169,18 +169,27 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Write sends p, waiting for HTTP/2 flow-control credit as needed.
-func (st *Stream) Write(p []byte) (int, error) {
+func (st *Stream) Write(p []byte) (n int, err error) {
 	st.writeMu.Lock()
 	defer st.writeMu.Unlock()
-	n := 0
+	unflushed := false
+	defer func() {
+		if unflushed {
+			if ferr := st.sess.flush(); err == nil {
+				err = ferr
+			}
+		}
+	}()
 	for len(p) > 0 {
-		k, err := st.reserveSend(len(p))
+		k, err := st.reserveSend(len(p), unflushed)
 		if err != nil {
 			return n, err
 		}
-		if err := st.sess.writeData(st.id, false, p[:k]); err != nil {
+		last := k == len(p)
+		if err := st.sess.writeData(st.id, false, p[:k], last); err != nil {
 			return n, err
 		}
+		unflushed = !last
 		n += k
 		p = p[k:]
 	}
@@ -211,8 +220,10 @@ func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// reserveSend waits until it may send up to max bytes and takes the credit.
-func (st *Stream) reserveSend(max int) (int, error) {
+// reserveSend waits until it may send up to max bytes and takes the
+// credit. If it must wait and unflushed is set, it flushes first: the
+// peer's credit may depend on what it has not received yet.
+func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 	s := st.sess
 	for {
 		if isClosed(st.wdl.wait()) {
@@ -240,6 +251,12 @@ func (st *Stream) reserveSend(max int) (int, error) {
 			return int(k), nil
 		}
 		s.mu.Unlock()
+		if unflushed {
+			if err := s.flush(); err != nil {
+				return 0, err
+			}
+			unflushed = false
+		}
 		select {
 		case <-st.writeWake:
 		case <-st.wdl.wait():
@@ -268,7 +285,7 @@ func (st *Stream) CloseWrite() error {
 	if err != nil {
 		return err
 	}
-	if err := s.writeData(st.id, true, nil); err != nil {
+	if err := s.writeData(st.id, true, nil, true); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -305,7 +322,7 @@ func (st *Stream) Close() error {
 	s.mu.Unlock()
 	var err error
 	if sendEnd {
-		err = s.writeData(st.id, true, nil)
+		err = s.writeData(st.id, true, nil, true)
 	}
 	s.mu.Lock()
 	st.sentEnd = true

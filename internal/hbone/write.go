@@ -142,8 +142,9 @@ func (s *session) writeFailedLocked(err error) error {
 	return s.werr
 }
 
-// writeData writes one DATA frame and flushes it.
-func (s *session) writeData(id uint32, end bool, p []byte) error {
+// writeData writes one DATA frame, and flushes unless told that more
+// follows at once: the frames of one Stream.Write leave in one batch.
+func (s *session) writeData(id uint32, end bool, p []byte, flush bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.werr != nil {
@@ -153,10 +154,20 @@ func (s *session) writeData(id uint32, end bool, p []byte) error {
 	if err == nil {
 		err = s.fr.WriteData(id, end, p)
 	}
-	if err == nil {
+	if err == nil && flush {
 		err = s.flushLocked()
 	}
 	return s.writeFailedLocked(err)
+}
+
+// flush writes out what writeData left buffered.
+func (s *session) flush() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.werr != nil {
+		return s.werr
+	}
+	return s.writeFailedLocked(s.flushLocked())
 }
 
 // writeHeadersLocked encodes and writes a header block; s.wmu must be held.
