@@ -329,7 +329,7 @@ func (c *Client) connect(key poolKey, pc *poolConn) {
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		sess.close(ErrClientClosed)
+		sess.goAway(fmt.Errorf("%w: %w", ErrConnClosed, ErrClientClosed))
 	}
 	close(pc.ready)
 
@@ -398,7 +398,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.cancel() // aborts dials in progress
 	for _, s := range sessions {
-		s.close(fmt.Errorf("%w: %w", ErrConnClosed, ErrClientClosed))
+		s.goAway(fmt.Errorf("%w: %w", ErrConnClosed, ErrClientClosed))
 	}
 	c.wg.Wait()
 	return nil

@@ -302,4 +302,6 @@ func TestClientCloseFailsLaterDials(t *testing.T) {
 	if _, err := e.client.Dial(context.Background(), e.request()); !errors.Is(err, ErrClientClosed) {
 		t.Errorf("Dial after Close: %v; want ErrClientClosed", err)
 	}
+	// The client said goodbye: the server sees an orderly end.
+	e.logs.waitFor(t, "hbone connection closed", "going away")
 }

@@ -57,7 +57,7 @@ func (s *session) connError(err error) error {
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
 		s.mu.Lock()
-		s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCode(ce)})
+		s.sendGoAwayLocked(http2.ErrCode(ce))
 		s.mu.Unlock()
 		if d := s.fr.ErrorDetail(); d != nil {
 			return fmt.Errorf("%w: %v: %v", errProtocol, ce, d)
@@ -70,6 +70,9 @@ func (s *session) connError(err error) error {
 		return s.err // the read failed because this end closed the session
 	}
 	if errors.Is(err, io.EOF) {
+		if s.peerGoAway {
+			return errGoingAway // it said goodbye first
+		}
 		return fmt.Errorf("%w: peer closed the connection", ErrConnClosed)
 	}
 	return fmt.Errorf("%w: %w", ErrConnClosed, err)
@@ -162,7 +165,7 @@ func (s *session) handleReset(f *http2.RSTStreamFrame) {
 func (s *session) handleGoAway(f *http2.GoAwayFrame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.goingAway = true
+	s.goingAway, s.peerGoAway = true, true
 	for id, st := range s.streams {
 		if s.client && id > f.LastStreamID {
 			s.abortLocked(st, fmt.Errorf("%w: server going away", errRefused))

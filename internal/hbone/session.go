@@ -78,6 +78,7 @@ type session struct {
 	peerMaxFrame      uint32
 	peerMaxStreams    uint32
 	goingAway         bool // no new streams
+	peerGoAway        bool // the peer sent GOAWAY
 	closed            bool
 	err               error // why the session closed
 	ctrl, ctrlSpare   []ctrlFrame
@@ -299,8 +300,28 @@ func (s *session) shutdown() {
 		return
 	}
 	s.goingAway = true
-	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCodeNo})
+	s.sendGoAwayLocked(http2.ErrCodeNo)
 	s.maybeFinishLocked()
+}
+
+// goAway closes the session at once, saying goodbye with GOAWAY.
+func (s *session) goAway(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.goAwayLocked(err)
+}
+
+func (s *session) goAwayLocked(err error) {
+	if !s.closed {
+		s.sendGoAwayLocked(http2.ErrCodeNo)
+		s.closeLocked(err)
+	}
+}
+
+// sendGoAwayLocked queues a GOAWAY; the write loop sends it even if the
+// session closes meanwhile.
+func (s *session) sendGoAwayLocked(code http2.ErrCode) {
+	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: code})
 }
 
 // maybeFinishLocked closes a going-away session that has no streams left.
@@ -344,7 +365,5 @@ func (s *session) idleCheck() {
 		s.idleTimer.Reset(left)
 		return
 	}
-	s.goingAway = true
-	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: http2.ErrCodeNo})
-	s.closeLocked(errIdleTimeout)
+	s.goAwayLocked(errIdleTimeout)
 }
