@@ -248,3 +248,31 @@ func TestKeepaliveKeepsAnsweringPeer(t *testing.T) {
 		}
 	})
 }
+
+func TestPoolHonoursServerStreamLimit(t *testing.T) {
+	// The server allows 10 streams per connection, the client 100: the
+	// client must follow the server's SETTINGS, retrying streams the
+	// server refused before the client had read them.
+	e := newTestEnv(t, echo, func(_ *ClientConfig, s *ServerConfig) { s.MaxStreams = 10 })
+	const n = 15
+	streams := make(chan *Stream, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			st, err := e.client.Dial(context.Background(), e.request())
+			streams <- st
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Dial: %v", err)
+		}
+		if st := <-streams; st != nil {
+			defer st.Close()
+		}
+	}
+	if got := e.accepts.Load(); got != 2 {
+		t.Errorf("%d connections for %d streams at 10 per connection, want 2", got, n)
+	}
+}
