@@ -2,6 +2,7 @@
 # Concatenates the Gateway API standard-channel CRDs of the module version in go.mod.
 set -eu
 out=$1
+go mod download sigs.k8s.io/gateway-api # a fresh module cache has no copy yet
 dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)
 ver=$(go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
 {
