@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"errors"
 	"net"
 	"sync"
 )
@@ -66,4 +67,12 @@ func (c *batchConn) flushLocked() error {
 	batchPool.Put(c.buf)
 	c.buf = nil
 	return err
+}
+
+// CloseWrite half-closes the connection underneath, if it can.
+func (c *batchConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

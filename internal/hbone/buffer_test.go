@@ -13,7 +13,7 @@ func TestDataBufferKeepsOrder(t *testing.T) {
 	var b dataBuffer
 	var in, out []byte
 	next := byte(0)
-	for range 2000 {
+	for range 300 {
 		switch rng.IntN(3) {
 		case 0:
 			p := make([]byte, rng.IntN(3*chunkSize))

@@ -66,13 +66,12 @@ func (s *session) connError(err error) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	switch {
+	case s.closed:
 		return s.err // the read failed because this end closed the session
-	}
-	if errors.Is(err, io.EOF) {
-		if s.peerGoAway {
-			return errGoingAway // it said goodbye first
-		}
+	case s.peerGoAway:
+		return errGoingAway // it said goodbye first: EOF or reset are its close
+	case errors.Is(err, io.EOF):
 		return fmt.Errorf("%w: peer closed the connection", ErrConnClosed)
 	}
 	return fmt.Errorf("%w: %w", ErrConnClosed, err)

@@ -97,6 +97,7 @@ func TestServerRefusesUntrustedClients(t *testing.T) {
 				}
 			}
 			io.ReadAll(c) // an error or EOF; the server's log says why
+			c.Close()
 			e.logs.waitFor(t, "hbone connection failed", tc.wantLog)
 			// The server keeps serving others.
 			e.dial(t).Close()
@@ -112,6 +113,7 @@ func TestServerSurvivesGarbageFrames(t *testing.T) {
 	if status, _ := raw.response(1); status != "GOAWAY FRAME_SIZE_ERROR" {
 		t.Errorf("answer %q, want GOAWAY FRAME_SIZE_ERROR", status)
 	}
+	raw.conn.Close()
 	e.logs.waitFor(t, "hbone connection failed", "FRAME_SIZE_ERROR")
 	e.dial(t).Close()
 }

@@ -193,12 +193,19 @@ var errProtocol = errors.New("hbone: HTTP/2 protocol error")
 
 // closeConn closes c. A TLS connection is closed without close_notify:
 // GOAWAY has said goodbye already, and tls.Conn.Close can block for five
-// seconds sending close_notify to a peer that does not read.
-func closeConn(c net.Conn) error {
+// seconds sending close_notify to a peer that does not read. Where the
+// transport can half-close, closeConn sends FIN and waits (closeWriteGrace
+// at most) for the peer's: closing with data from the peer unread would
+// send a reset, which can destroy our GOAWAY before the peer reads it.
+func closeConn(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
-		return tc.NetConn().Close()
+		c = tc.NetConn()
 	}
-	return c.Close()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(closeWriteGrace))
+		io.Copy(io.Discard, c)
+	}
+	c.Close()
 }
 
 // setReadDeadline sets the connection's read deadline unless the session
