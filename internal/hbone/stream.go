@@ -220,6 +220,17 @@ func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
+// writeErrLocked says why the stream cannot send, or nil if it can.
+func (st *Stream) writeErrLocked() error {
+	switch {
+	case st.closed:
+		return net.ErrClosed
+	case st.sentEnd:
+		return errWriteAfterCloseWrite
+	}
+	return st.sendErr
+}
+
 // reserveSend waits until it may send up to max bytes and takes the
 // credit. If it must wait and unflushed is set, it flushes first: the
 // peer's credit may depend on what it has not received yet.
@@ -230,16 +241,7 @@ func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
-		var err error
-		switch {
-		case st.closed:
-			err = net.ErrClosed
-		case st.sentEnd:
-			err = errWriteAfterCloseWrite
-		case st.sendErr != nil:
-			err = st.sendErr
-		}
-		if err != nil {
+		if err := st.writeErrLocked(); err != nil {
 			s.mu.Unlock()
 			return 0, err
 		}
@@ -271,17 +273,12 @@ func (st *Stream) CloseWrite() error {
 	defer st.writeMu.Unlock()
 	s := st.sess
 	s.mu.Lock()
-	var err error
-	switch {
-	case st.closed:
-		err = net.ErrClosed
-	case st.sentEnd:
-		s.mu.Unlock()
-		return nil
-	case st.sendErr != nil:
-		err = st.sendErr
-	}
+	done := st.sentEnd && !st.closed
+	err := st.writeErrLocked()
 	s.mu.Unlock()
+	if done {
+		return nil // already half-closed
+	}
 	if err != nil {
 		return err
 	}
