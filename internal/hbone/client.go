@@ -214,6 +214,9 @@ func (c *Client) open(ctx context.Context, sess *session, fields []hpack.HeaderF
 		return nil, &StatusError{Code: status}
 	}
 	st.Close()
+	if err == nil {
+		err = fmt.Errorf("%w: stream ended without a response", errProtocol)
+	}
 	return nil, err
 }
 
@@ -262,7 +265,9 @@ func (s *session) tryReserve(limit int) bool {
 // new connection when none has room. Callers arriving while a connection
 // is being opened wait for it rather than opening their own.
 func (c *Client) acquire(ctx context.Context, key poolKey) (*session, error) {
-	for {
+	// A few rounds suffice when a burst spills over to a new connection;
+	// more mean the server takes no streams (SETTINGS of 0, say).
+	for range 5 {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
@@ -308,6 +313,7 @@ func (c *Client) acquire(ctx context.Context, key poolKey) (*session, error) {
 		}
 		// Full already, or gone: look again.
 	}
+	return nil, fmt.Errorf("%w: no connection to the server has room for a stream", ErrUnreachable)
 }
 
 // connect opens a connection for the pool and serves it until it ends. It
