@@ -19,7 +19,8 @@ var (
 	ErrDenied = errors.New("hbone: denied by policy")
 	// ErrUnreachable means the server could not reach the destination
 	// (HTTP 503). A Handler error that wraps none of these sentinels is
-	// answered with 503 too.
+	// answered with 503 too. Client.Dial also wraps it, without a
+	// StatusError, when it cannot reach the HBONE server itself.
 	ErrUnreachable = errors.New("hbone: destination unreachable")
 )
 
@@ -47,6 +48,7 @@ type StatusError struct {
 	Code int
 }
 
+// Error says which status the server answered.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("hbone: server answered %d %s", e.Code, http.StatusText(e.Code))
 }
