@@ -80,22 +80,70 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 	st.readMu.Lock()
 	defer st.readMu.Unlock()
+	if err := st.lockReadable(); err != nil {
+		return 0, err
+	}
+	n := st.buf.read(p)
+	st.sess.creditLocked(st, int64(n))
+	st.sess.mu.Unlock()
+	return n, nil
+}
+
+// WriteTo writes what the stream receives to w until the peer half-closes,
+// straight out of the receive buffers, all that is buffered at once (one
+// writev(2) when w is a socket). It makes io.Copy from a Stream copy-free.
+func (st *Stream) WriteTo(w io.Writer) (int64, error) {
+	st.readMu.Lock()
+	defer st.readMu.Unlock()
+	s := st.sess
+	var total int64
+	for {
+		if err := st.lockReadable(); err == io.EOF {
+			return total, nil
+		} else if err != nil {
+			return total, err
+		}
+		bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
+		st.iov = bufs
+		st.peeking = true
+		s.mu.Unlock()
+
+		n, err := bufs.WriteTo(w) // writev(2) to a socket
+		clear(st.iov)
+		total += n
+
+		s.mu.Lock()
+		st.peeking = false
+		if st.closed {
+			s.creditLocked(nil, int64(st.buf.reset())) // Close left the buffer to us
+		} else {
+			st.buf.advance(int(n))
+			s.creditLocked(st, n)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// lockReadable waits until data is buffered and returns holding sess.mu,
+// or returns (without the lock) why nothing more can be read: io.EOF at
+// the end, a deadline, a reset, Close.
+func (st *Stream) lockReadable() error {
 	s := st.sess
 	for {
 		if isClosed(st.rdl.wait()) {
-			return 0, os.ErrDeadlineExceeded
+			return os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
 		if st.buf.len() > 0 && !st.closed {
-			n := st.buf.read(p)
-			s.creditLocked(st, int64(n))
-			s.mu.Unlock()
-			return n, nil
+			return nil
 		}
 		err := st.readErrLocked()
 		s.mu.Unlock()
 		if err != nil {
-			return 0, err
+			return err
 		}
 		select {
 		case <-st.readWake:
@@ -113,59 +161,6 @@ func (st *Stream) readErrLocked() error {
 		return io.EOF
 	}
 	return st.recvErr
-}
-
-// WriteTo writes what the stream receives to w until the peer half-closes,
-// straight out of the receive buffers, all that is buffered at once (one
-// writev(2) when w is a socket). It makes io.Copy from a Stream copy-free.
-func (st *Stream) WriteTo(w io.Writer) (int64, error) {
-	st.readMu.Lock()
-	defer st.readMu.Unlock()
-	s := st.sess
-	var total int64
-	for {
-		if isClosed(st.rdl.wait()) {
-			return total, os.ErrDeadlineExceeded
-		}
-		s.mu.Lock()
-		if st.buf.len() == 0 || st.closed {
-			err := st.readErrLocked()
-			s.mu.Unlock()
-			if err == io.EOF {
-				return total, nil
-			}
-			if err != nil {
-				return total, err
-			}
-			select {
-			case <-st.readWake:
-			case <-st.rdl.wait():
-			}
-			continue
-		}
-		bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
-		st.iov = bufs
-		st.peeking = true
-		s.mu.Unlock()
-
-		n64, err := bufs.WriteTo(w) // writev(2) to a socket
-		clear(st.iov)
-		n := int(n64)
-		total += n64
-
-		s.mu.Lock()
-		st.peeking = false
-		if st.closed {
-			s.creditLocked(nil, int64(st.buf.reset())) // Close left the buffer to us
-		} else {
-			st.buf.advance(n)
-			s.creditLocked(st, int64(n))
-		}
-		s.mu.Unlock()
-		if err != nil {
-			return total, err
-		}
-	}
 }
 
 // Write sends p, waiting for HTTP/2 flow-control credit as needed.
