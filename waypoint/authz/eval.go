@@ -60,9 +60,12 @@ func NewSet(policies []Policy) (*Set, error) {
 	s := &Set{}
 	var errs []error
 	for i := range policies {
-		p := &policies[i]
-		if err := p.validate(); err != nil {
-			errs = append(errs, fmt.Errorf("authorization policy %s: %w", p.Key(), err))
+		p, err := policies[i].compiled()
+		if err == nil && p.Action > Audit {
+			err = fmt.Errorf("unsupported action %d", p.Action)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("authorization policy %s: %w", policies[i].Key(), err))
 			continue
 		}
 		switch {

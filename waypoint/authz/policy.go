@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -195,30 +196,43 @@ func (m *StringMatch) matchesFold(v string) bool {
 	return lower.Matches(strings.ToLower(v))
 }
 
-// validate checks the templates of p, compiling them.
-func (p *Policy) validate() error {
-	for ri := range p.Rules {
-		for ci := range p.Rules[ri].Clauses {
-			c := &p.Rules[ri].Clauses[ci]
-			for mi := range c.Matches {
-				m := &c.Matches[mi]
-				for _, list := range [][]StringMatch{m.Paths, m.NotPaths} {
-					for i := range list {
-						if list[i].Type != Template {
-							continue
-						}
-						re, err := compileTemplate(list[i].Value)
-						if err != nil {
-							return fmt.Errorf("rule %d: %w", ri, err)
-						}
-						list[i].re = re
-					}
-				}
-			}
-		}
-	}
+// Validate checks p: its action and path templates.
+func (p *Policy) Validate() error {
 	if p.Action > Audit {
 		return fmt.Errorf("unsupported action %d", p.Action)
 	}
-	return nil
+	_, err := p.compiled()
+	return err
+}
+
+// compiled returns a deep copy of p with its path templates compiled, so
+// a Set never shares (or writes) the caller's slices.
+func (p *Policy) compiled() (*Policy, error) {
+	out := *p
+	out.Rules = make([]Rule, len(p.Rules))
+	for ri, r := range p.Rules {
+		out.Rules[ri].Clauses = make([]Clause, len(r.Clauses))
+		for ci, c := range r.Clauses {
+			ms := slices.Clone(c.Matches)
+			for mi := range ms {
+				m := &ms[mi]
+				for _, list := range []*[]StringMatch{&m.Paths, &m.NotPaths} {
+					*list = slices.Clone(*list)
+					for i := range *list {
+						sm := &(*list)[i]
+						if sm.Type != Template {
+							continue
+						}
+						re, err := compileTemplate(sm.Value)
+						if err != nil {
+							return nil, fmt.Errorf("rule %d: %w", ri, err)
+						}
+						sm.re = re
+					}
+				}
+			}
+			out.Rules[ri].Clauses[ci].Matches = ms
+		}
+	}
+	return &out, nil
 }

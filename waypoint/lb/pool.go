@@ -163,6 +163,17 @@ func (p *Pool[E]) Len() int {
 	return len(p.hosts)
 }
 
+// Values returns the endpoints of every host.
+func (p *Pool[E]) Values() []E {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]E, len(p.hosts))
+	for i, h := range p.hosts {
+		out[i] = h.Value()
+	}
+	return out
+}
+
 // Pick chooses a host in rotation, avoiding the keys in avoid (hosts a
 // retry already tried) unless nothing else is left. When every host is
 // ejected it picks among all (panic mode: better than failing for sure).

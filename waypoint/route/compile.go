@@ -42,7 +42,7 @@ func Compile(routes []Route) (*Table, error) {
 	var errs []error
 	for i := range routes {
 		r := &routes[i]
-		if err := validate(r); err != nil {
+		if err := Validate(r); err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", r.Kind, r.Key(), err))
 			continue
 		}
@@ -132,9 +132,9 @@ func normalizeMatch(m Match) Match {
 
 func anchored(re string) string { return `^(?:` + re + `)$` }
 
-// validate checks what the CRD schema cannot: regular expressions, filter
-// combinations, weights.
-func validate(r *Route) error {
+// Validate checks what the CRD schema cannot: regular expressions, filter
+// combinations, weights. Compile leaves out routes it refuses.
+func Validate(r *Route) error {
 	if r.Name == "" {
 		return errors.New("route has no name")
 	}

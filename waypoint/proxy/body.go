@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+var (
+	errStaleBody     = errors.New("request body belongs to a newer attempt")
+	errNotReplayable = errors.New("request body too large to replay")
+)
+
+// replayBody lets a request body be sent again on retry without buffering
+// it whole: it keeps the first limit bytes read; while the body fits, any
+// attempt can start over. Only the newest attempt may read; an older one,
+// still running in its transport, gets errStaleBody, but bytes it pulled
+// from the client are kept for the newer.
+type replayBody struct {
+	src   io.ReadCloser
+	limit int
+
+	readMu sync.Mutex // serializes src.Read
+
+	mu       sync.Mutex
+	buf      []byte
+	read     int // bytes read from src
+	overflow bool
+	eof      bool
+	err      error
+	gen      int
+}
+
+func newReplayBody(src io.ReadCloser, limit int) *replayBody {
+	return &replayBody{src: src, limit: limit}
+}
+
+// attempt returns the body of a new attempt, reading from the start.
+func (b *replayBody) attempt() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen++
+	return &replayReader{b: b, gen: b.gen}
+}
+
+// replayable reports whether a new attempt could resend the body.
+func (b *replayBody) replayable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.overflow
+}
+
+// complete returns the whole body if it was read to the end and kept.
+func (b *replayBody) complete() ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf, b.eof && !b.overflow
+}
+
+type replayReader struct {
+	b   *replayBody
+	gen int
+	pos int
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	b := r.b
+	for {
+		b.mu.Lock()
+		switch {
+		case r.gen != b.gen:
+			b.mu.Unlock()
+			return 0, errStaleBody
+		case r.pos < len(b.buf):
+			n := copy(p, b.buf[r.pos:])
+			r.pos += n
+			b.mu.Unlock()
+			return n, nil
+		case r.pos < b.read:
+			b.mu.Unlock()
+			return 0, errNotReplayable
+		case b.eof:
+			b.mu.Unlock()
+			return 0, io.EOF
+		case b.err != nil:
+			err := b.err
+			b.mu.Unlock()
+			return 0, err
+		}
+		b.mu.Unlock()
+
+		b.readMu.Lock()
+		b.mu.Lock()
+		behind := r.pos < b.read // another reader got there first
+		b.mu.Unlock()
+		if behind {
+			b.readMu.Unlock()
+			continue
+		}
+		n, err := b.src.Read(p)
+		b.mu.Lock()
+		if !b.overflow {
+			if len(b.buf)+n <= b.limit {
+				b.buf = append(b.buf, p[:n]...)
+			} else {
+				b.overflow, b.buf = true, nil
+			}
+		}
+		b.read += n
+		switch {
+		case errors.Is(err, io.EOF):
+			b.eof = true
+		case err != nil:
+			b.err = err
+		}
+		stale := r.gen != b.gen
+		b.mu.Unlock()
+		b.readMu.Unlock()
+		if stale {
+			return 0, errStaleBody
+		}
+		r.pos += n
+		return n, err
+	}
+}
+
+// Close does not close the client's body: a retry may still need it. The
+// server closes it when the handler returns.
+func (r *replayReader) Close() error { return nil }
+
+// countingBody counts the request body bytes read.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// recorder notes the status and size of the response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush flushes; ReverseProxy flushes streaming responses through it.
+func (w *recorder) Flush() {
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
