@@ -21,7 +21,7 @@ func (s *session) readLoop() error {
 			}
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				s.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %v", errProtocol, se))
+				s.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %w", errProtocol, se))
 				continue
 			}
 			return s.connError(err)
@@ -60,9 +60,9 @@ func (s *session) connError(err error) error {
 		s.sendGoAwayLocked(http2.ErrCode(ce))
 		s.mu.Unlock()
 		if d := s.fr.ErrorDetail(); d != nil {
-			return fmt.Errorf("%w: %v: %v", errProtocol, ce, d)
+			return fmt.Errorf("%w: %w: %w", errProtocol, ce, d)
 		}
-		return fmt.Errorf("%w: %v", errProtocol, ce)
+		return fmt.Errorf("%w: %w", errProtocol, ce)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,7 +200,7 @@ func (s *session) handleData(f *http2.DataFrame) error {
 	}
 	s.recvWindow -= n
 	st := s.streams[f.StreamID]
-	if st == nil || st.recvEnd || st.recvErr != nil || (s.client && st.status == 0) {
+	if st == nil || st.recvDoneLocked() || (s.client && st.status == 0) {
 		s.creditLocked(nil, n) // nobody will read it: hand the credit back
 		if st == nil {
 			return s.checkKnownLocked(f.StreamID)
@@ -260,17 +260,13 @@ func (s *session) handleHeaders(f *http2.MetaHeadersFrame) error {
 // the client side, or trailers, which end the stream, on either side.
 func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) error {
 	switch {
-	case st.recvEnd || st.recvErr != nil:
+	case st.recvDoneLocked():
 		s.resetLocked(st, http2.ErrCodeStreamClosed, fmt.Errorf("%w: HEADERS after END_STREAM", errProtocol))
 		return nil
 	case s.client && st.status == 0:
-		code, err := parseStatus(f.PseudoValue("status"))
-		if err != nil {
-			s.resetLocked(st, http2.ErrCodeProtocol, err)
-			return nil
-		}
-		if code < 200 {
-			return nil // informational: the final answer follows
+		code, ok := s.statusLocked(st, f)
+		if !ok || code < 200 {
+			return nil // reset, or informational: the final answer follows
 		}
 		st.status = code
 		close(st.resp)
@@ -284,6 +280,17 @@ func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) e
 		wake(st.readWake)
 	}
 	return nil
+}
+
+// statusLocked reads a response's :status, resetting the stream (not the
+// connection, which carries on) when it is malformed.
+func (s *session) statusLocked(st *Stream, f *http2.MetaHeadersFrame) (int, bool) {
+	code, err := parseStatus(f.PseudoValue("status"))
+	if err != nil {
+		s.resetLocked(st, http2.ErrCodeProtocol, err)
+		return 0, false
+	}
+	return code, true
 }
 
 // parseStatus parses a response :status.

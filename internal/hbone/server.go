@@ -242,7 +242,9 @@ func (s *Server) serveStream(in *Incoming, bad error, log *slog.Logger) {
 	defer in.st.Close()
 	if bad != nil {
 		log.Info("hbone bad request", "err", bad)
-		in.st.respond(http.StatusBadRequest)
+		if err := in.st.respond(http.StatusBadRequest); err != nil {
+			log.Debug("hbone answer not sent", "status", http.StatusBadRequest, "err", err)
+		}
 		return
 	}
 	err := s.cfg.Handler.ServeHBONE(in.st.ctx, in)
@@ -257,7 +259,9 @@ func (s *Server) serveStream(in *Incoming, bad error, log *slog.Logger) {
 	}
 	code := statusFor(err)
 	log.Debug("hbone request refused", "dst", in.Target, "status", code, "err", err)
-	in.st.respond(code)
+	if err := in.st.respond(code); err != nil {
+		log.Debug("hbone answer not sent", "dst", in.Target, "status", code, "err", err)
+	}
 }
 
 // parseRequest reads a CONNECT request's headers. The error, if any,

@@ -159,7 +159,8 @@ func TestServeForceClosesAfterDrainTimeout(t *testing.T) {
 
 func TestServerInteropsWithXNetTransport(t *testing.T) {
 	e := newTestEnv(t, echo)
-	tr := &http2.Transport{TLSClientConfig: e.tlsConfig(clientID)}
+	tr := &http.Transport{TLSClientConfig: e.tlsConfig(clientID), Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
 	defer tr.CloseIdleConnections()
 	u := &url.URL{Scheme: "https", Host: e.addr.String()}
 
@@ -198,26 +199,14 @@ func TestClientInteropsWithXNetServer(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
 	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS(e.svids, e.ca.Bundle(), serverID))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					c.Close()
-					return
-				}
-				(&http2.Server{}).ServeConn(c, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
+	srv := &http.Server{Handler: h, TLSConfig: serverTLS(e.svids, e.ca.Bundle(), serverID), Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP2(true)
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
 	req := e.request()
 	req.Server = netip.MustParseAddrPort(ln.Addr().String())
 	req.SourceIP = netip.MustParseAddr("10.9.8.7")

@@ -140,7 +140,7 @@ func (s *session) run() error {
 	s.wg.Add(1)
 	go s.writeLoop()
 	s.mu.Lock()
-	s.queueLocked(ctrlFrame{typ: http2.FrameSettings})
+	_ = s.queueLocked(ctrlFrame{typ: http2.FrameSettings}) // the queue is empty: never refused
 	s.mu.Unlock()
 	err := s.readPreface()
 	if err == nil {
@@ -202,8 +202,10 @@ func closeConn(c net.Conn) {
 		c = tc.NetConn()
 	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		c.SetReadDeadline(time.Now().Add(closeWriteGrace))
-		io.Copy(io.Discard, c)
+		// Best effort: if the deadline cannot be set the connection is
+		// broken and the copy ends at once; either way we close it next.
+		_ = c.SetReadDeadline(time.Now().Add(closeWriteGrace))
+		_, _ = io.Copy(io.Discard, c)
 	}
 	c.Close()
 }
@@ -214,7 +216,8 @@ func (s *session) setReadDeadline(t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
-		s.nc.SetReadDeadline(t)
+		// Fails only on a closed connection, which the read loop sees.
+		_ = s.nc.SetReadDeadline(t)
 	}
 }
 
@@ -294,8 +297,10 @@ func (s *session) closeLocked(err error) {
 	close(s.done)
 	s.cancel()
 	now := time.Now()
-	s.nc.SetReadDeadline(now) // wakes the read loop
-	s.nc.SetWriteDeadline(now.Add(closeWriteGrace))
+	// Both fail only on a connection already closed, which is what they
+	// are for: waking the read loop and bounding the last writes.
+	_ = s.nc.SetReadDeadline(now)
+	_ = s.nc.SetWriteDeadline(now.Add(closeWriteGrace))
 }
 
 // shutdown stops new streams with GOAWAY and closes the session once the
@@ -328,7 +333,7 @@ func (s *session) goAwayLocked(err error) {
 // sendGoAwayLocked queues a GOAWAY; the write loop sends it even if the
 // session closes meanwhile.
 func (s *session) sendGoAwayLocked(code http2.ErrCode) {
-	s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: code})
+	_ = s.queueLocked(ctrlFrame{typ: http2.FrameGoAway, streamID: s.lastPeerID, code: code}) // GOAWAY is never refused
 }
 
 // maybeFinishLocked closes a going-away session that has no streams left.

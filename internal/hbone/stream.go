@@ -98,7 +98,7 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	s := st.sess
 	var total int64
 	for {
-		if err := st.lockReadable(); err == io.EOF {
+		if err := st.lockReadable(); errors.Is(err, io.EOF) {
 			return total, nil
 		} else if err != nil {
 			return total, err
@@ -374,10 +374,19 @@ func (s *session) abortLocked(st *Stream, err error) {
 	s.removeLocked(st)
 }
 
+// recvDoneLocked says whether the receiving side has ended, cleanly or
+// not: frames for it are a protocol error.
+func (st *Stream) recvDoneLocked() bool {
+	return st.recvEnd || st.recvErr != nil
+}
+
 // resetLocked resets the stream (RST_STREAM) and aborts it.
 func (s *session) resetLocked(st *Stream, code http2.ErrCode, err error) {
 	if !st.removed {
-		s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: st.id, code: code})
+		// A full queue drops the RST_STREAM: the stream is aborted here
+		// regardless, and the peer flooding us is refused by the frame
+		// that filled the queue.
+		_ = s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: st.id, code: code})
 	}
 	s.abortLocked(st, err)
 }
@@ -390,7 +399,7 @@ func (s *session) resetStream(id uint32, code http2.ErrCode, err error) {
 		s.resetLocked(st, code, err)
 		return
 	}
-	s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: id, code: code})
+	_ = s.queueLocked(ctrlFrame{typ: http2.FrameRSTStream, streamID: id, code: code}) // dropped when full, as in resetLocked
 }
 
 // maybeRemoveLocked forgets the stream once both directions have ended.
@@ -427,16 +436,16 @@ func (s *session) creditLocked(st *Stream, n int64) {
 	}
 	s.recvUnacked += n
 	if s.recvUnacked >= connWindow/4 {
-		s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, incr: uint32(s.recvUnacked)})
+		_ = s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, incr: uint32(s.recvUnacked)}) // WINDOW_UPDATE is never refused
 		s.recvWindow += s.recvUnacked
 		s.recvUnacked = 0
 	}
-	if st == nil || st.recvEnd || st.recvErr != nil {
+	if st == nil || st.recvDoneLocked() {
 		return
 	}
 	st.recvUnacked += n
 	if st.recvUnacked >= streamWindow/4 {
-		s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, streamID: st.id, incr: uint32(st.recvUnacked)})
+		_ = s.queueLocked(ctrlFrame{typ: http2.FrameWindowUpdate, streamID: st.id, incr: uint32(st.recvUnacked)}) // never refused
 		st.recvWindow += st.recvUnacked
 		st.recvUnacked = 0
 	}

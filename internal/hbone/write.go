@@ -117,7 +117,7 @@ func (s *session) flushControl() {
 	if err == nil {
 		err = s.flushLocked()
 	}
-	s.writeFailedLocked(err)
+	_ = s.writeFailedLocked(err) // recorded in s.werr, which closes the session
 }
 
 // flushLocked writes out everything buffered; s.wmu must be held.
@@ -177,7 +177,9 @@ func (s *session) writeHeadersLocked(id uint32, end bool, fields []hpack.HeaderF
 	}
 	s.hbuf.Reset()
 	for _, f := range fields {
-		s.henc.WriteField(f)
+		if err := s.henc.WriteField(f); err != nil { // into a bytes.Buffer: never fails
+			return fmt.Errorf("hbone: encode header %s: %w", f.Name, err)
+		}
 	}
 	s.mu.Lock()
 	frame := int(s.peerMaxFrame)
