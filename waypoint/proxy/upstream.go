@@ -227,7 +227,7 @@ func classifyAttempt(resp *http.Response, err error, client context.Context) (o 
 	case errors.As(err, &ce):
 		return lb.ConnectFailure, true, false
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return lb.ServerError, false, false
+		return lb.ServerError, false, true // a per-try timeout: retriable like a reset
 	}
 	return lb.ConnectFailure, false, true
 }

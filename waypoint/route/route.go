@@ -3,6 +3,7 @@ package route
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -227,26 +228,25 @@ type Retry struct {
 }
 
 // Retriable reports whether an attempt that answered status (0 when it did
-// not answer) after err is worth retrying under p.
+// not answer) is worth retrying under p. connectFailure means the upstream
+// could not be reached; reset that it reset, closed or timed out before
+// answering. As in Envoy, 5xx and gateway-error cover both.
 func (p *Retry) Retriable(status int, connectFailure, reset bool) bool {
+	const unanswered = Retry5xx | RetryGatewayError
 	switch {
 	case p == nil:
 		return false
 	case connectFailure:
-		return p.On&RetryConnectFailure != 0
+		return p.On&(RetryConnectFailure|unanswered) != 0
 	case reset:
-		return p.On&RetryReset != 0
+		return p.On&(RetryReset|unanswered) != 0
 	case status >= 500 && p.On&Retry5xx != 0:
 		return true
 	case (status == http.StatusBadGateway || status == http.StatusServiceUnavailable ||
 		status == http.StatusGatewayTimeout) && p.On&RetryGatewayError != 0:
 		return true
 	case p.On&RetryStatusCodes != 0:
-		for _, c := range p.Codes {
-			if c == status {
-				return true
-			}
-		}
+		return slices.Contains(p.Codes, status)
 	}
 	return false
 }

@@ -253,7 +253,10 @@ func TestRetriable(t *testing.T) {
 		want           bool
 	}{
 		{"connect failure", RetryConnectFailure, nil, 0, true, false, true},
-		{"connect failure not asked", Retry5xx, nil, 0, true, false, false},
+		{"connect failure under 5xx", Retry5xx, nil, 0, true, false, true},
+		{"connect failure not asked", RetryReset, nil, 0, true, false, false},
+		{"reset under gateway-error", RetryGatewayError, nil, 0, false, true, true},
+		{"reset not asked", RetryConnectFailure, nil, 0, false, true, false},
 		{"reset", RetryReset, nil, 0, false, true, true},
 		{"5xx", Retry5xx, nil, 500, false, false, true},
 		{"5xx not 4xx", Retry5xx, nil, 404, false, false, false},

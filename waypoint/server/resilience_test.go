@@ -206,3 +206,29 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("slow client held the connection for %v", d)
 	}
 }
+
+func TestPerTryTimeoutRetries(t *testing.T) {
+	m := newMesh(t)
+	var calls atomic.Int32
+	p := m.addPod("slow-once", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			<-r.Context().Done() // the first attempt hangs until the waypoint gives up
+			return
+		}
+		_, _ = io.WriteString(w, "second")
+	}))
+	m.update(&model.Snapshot{
+		Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")},
+		Routes: []model.Route{{
+			Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
+			Route: route.Route{Namespace: "demo", Name: "per-try", Rules: []route.Rule{{
+				Backends: []route.Backend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}},
+				Retry:    &route.Retry{Attempts: 1, PerTryTimeout: 100 * time.Millisecond, On: route.Retry5xx},
+			}}},
+		}},
+	})
+	resp, body := get(t, m.httpClient(vip(1), false), "GET", "http://echo/")
+	if resp.StatusCode != 200 || body != "second" || calls.Load() != 2 {
+		t.Fatalf("got %d %q after %d calls, want the retry's answer", resp.StatusCode, body, calls.Load())
+	}
+}
