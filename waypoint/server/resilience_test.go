@@ -81,16 +81,7 @@ func TestRetriesAnd503(t *testing.T) {
 		t.Fatalf("got %d %q after %d calls, want 200 payload after 2", resp.StatusCode, body, calls.Load())
 	}
 	// A route without retries passes the 503 on.
-	m.update(&model.Snapshot{
-		Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")},
-		Routes: []model.Route{{
-			Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
-			Route: route.Route{Namespace: "demo", Name: "no-retry", Rules: []route.Rule{{
-				Backends: []route.Backend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}},
-				Retry:    &route.Retry{Attempts: 0},
-			}}},
-		}},
-	})
+	m.update(echoWithRule(p, route.Rule{Retry: &route.Retry{Attempts: 0}}))
 	calls.Store(0)
 	if resp, _ := get(t, c, "GET", "http://echo/"); resp.StatusCode != 503 || calls.Load() != 1 {
 		t.Fatalf("without retries: %d after %d calls", resp.StatusCode, calls.Load())
@@ -107,16 +98,7 @@ func TestRequestTimeout(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
-	m.update(&model.Snapshot{
-		Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")},
-		Routes: []model.Route{{
-			Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
-			Route: route.Route{Namespace: "demo", Name: "timeout", Rules: []route.Rule{{
-				Backends: []route.Backend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}},
-				Timeouts: route.Timeouts{Request: 100 * time.Millisecond},
-			}}},
-		}},
-	})
+	m.update(echoWithRule(p, route.Rule{Timeouts: route.Timeouts{Request: 100 * time.Millisecond}}))
 	resp, body := get(t, m.httpClient(vip(1), false), "GET", "http://echo/")
 	if resp.StatusCode != 504 || body != "upstream request timeout" {
 		t.Fatalf("got %d %q, want 504 upstream request timeout", resp.StatusCode, body)
@@ -217,18 +199,21 @@ func TestPerTryTimeoutRetries(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "second")
 	}))
-	m.update(&model.Snapshot{
-		Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")},
-		Routes: []model.Route{{
-			Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
-			Route: route.Route{Namespace: "demo", Name: "per-try", Rules: []route.Rule{{
-				Backends: []route.Backend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}},
-				Retry:    &route.Retry{Attempts: 1, PerTryTimeout: 100 * time.Millisecond, On: route.Retry5xx},
-			}}},
-		}},
-	})
+	m.update(echoWithRule(p, route.Rule{Retry: &route.Retry{Attempts: 1, PerTryTimeout: 100 * time.Millisecond, On: route.Retry5xx}}))
 	resp, body := get(t, m.httpClient(vip(1), false), "GET", "http://echo/")
 	if resp.StatusCode != 200 || body != "second" || calls.Load() != 2 {
 		t.Fatalf("got %d %q after %d calls, want the retry's answer", resp.StatusCode, body, calls.Load())
+	}
+}
+
+// echoWithRule is service echo on pod p with one route rule sending to it.
+func echoWithRule(p *pod, rule route.Rule) *model.Snapshot {
+	rule.Backends = []route.Backend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}}
+	return &model.Snapshot{
+		Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")},
+		Routes: []model.Route{{
+			Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
+			Route:   route.Route{Namespace: "demo", Name: "echo", Rules: []route.Rule{rule}},
+		}},
 	}
 }
