@@ -21,11 +21,14 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # make test: every test, privileged ones included; a skipped test fails the run.
+# The first run builds Kubernetes from source (minutes): `prepare` does it up front, with
+# progress, so no test waits on it.
 test: build
+	$(CLUSTER) prepare
 	$(MAKE) unit e2e
 
 unit: build
-	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -v $(UNIT_PKGS) 2>&1 | tee $(BIN)/unit-test.log
+	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 30m -v $(UNIT_PKGS) 2>&1 | tee $(BIN)/unit-test.log
 	@! grep -- '--- SKIP' $(BIN)/unit-test.log || { echo 'tests were skipped under make test: not allowed'; exit 1; }
 
 e2e: build

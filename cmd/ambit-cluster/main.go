@@ -22,6 +22,7 @@ const usage = `usage: ambit-cluster [flags] up|down|status|images|load-image TAR
   up          build what is missing, start the cluster, install manifests/ and the sample app
   down        stop the cluster and remove everything it created
   status      show the cluster's processes and nodes
+  prepare     build the Kubernetes binaries and images (no cluster)
   images      build every image and import it into the running cluster's nodes
   load-image  import an image tarball into every node
 
@@ -108,6 +109,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		return tars, nil
 	}
 	switch cmd := fs.Arg(0); cmd {
+	case "prepare":
+		return cluster.Prepare(ctx, cfg, images, log)
 	case "up":
 		return cluster.Up(ctx, cfg, images, log)
 	case "down":

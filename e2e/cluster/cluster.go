@@ -69,6 +69,16 @@ func (c Config) Healthy() bool {
 // tarballs and returns their paths; Up imports them into every node.
 type ImageBuilder func(ctx context.Context) ([]string, error)
 
+// Prepare builds what Up needs without starting anything: the Kubernetes binaries
+// (minutes the first time) and the images.
+func Prepare(ctx context.Context, cfg Config, images ImageBuilder, log *slog.Logger) error {
+	if err := cfg.ensureKubeBinaries(ctx, log); err != nil {
+		return err
+	}
+	_, err := images(ctx)
+	return err
+}
+
 // Up brings the cluster up, or reports the running one. On failure it removes what it
 // created, keeping the logs.
 func Up(ctx context.Context, cfg Config, images ImageBuilder, log *slog.Logger) (err error) {

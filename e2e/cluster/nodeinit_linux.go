@@ -44,6 +44,7 @@ var hostPaths = map[string]string{
 	"/var/lib/cni":        "var-lib-cni",
 	"/etc/cni/net.d":      "etc-cni-net.d",
 	"/opt/cni/bin":        "opt-cni-bin",
+	"/run/ambit":          "run-ambit", // node agent <-> ztunnel sockets
 }
 
 // kubeletSysctls are the global settings kubelet otherwise writes at start
