@@ -117,6 +117,7 @@ func TestEvaluate(t *testing.T) {
 	hostPort := Policy{Namespace: "foo", Name: "host", Action: Allow, Rules: []Rule{rule(nil, &Match{
 		Hosts: vals("HTTPBIN.foo.svc.cluster.local"), Ports: []uint16{80}, NotPaths: paths(t, "/private/{**}"),
 	})}}
+	jwtOnly := Policy{Namespace: "foo", Name: "jwt", Action: Allow, Rules: []Rule{rule(&Match{RequestPrincipals: vals("*")}, nil)}}
 	dryDeny := Policy{Namespace: "foo", Name: "dry", Action: Deny, DryRun: true, Rules: []Rule{{}}}
 
 	tests := []struct {
@@ -143,6 +144,7 @@ func TestEvaluate(t *testing.T) {
 		{"when header missing", []Policy{headerCond}, httpReq("GET", "/"), false, ""},
 		{"host case-insensitive, port optional", []Policy{hostPort}, httpReq("GET", "/public"), true, "foo/host"},
 		{"notPaths template", []Policy{hostPort}, httpReq("GET", "/private/a/b"), false, ""},
+		{"no JWT: requestPrincipals never match", []Policy{jwtOnly}, httpReq("GET", "/"), false, ""},
 		{"dry-run deny not enforced", []Policy{dryDeny}, httpReq("GET", "/"), true, ""},
 		{"TCP: ALLOW with L7 fields never matches", []Policy{getOnly}, tcp(httpReq("", "")), false, ""},
 		{"TCP: DENY ignores its L7 fields", []Policy{denyAdmin}, tcp(httpReq("", "")), false, "foo/deny-admin"},

@@ -160,7 +160,8 @@ func (r *Rule) matches(in *input, l7Ignored bool) bool {
 
 func (m *Match) hasL7() bool {
 	return len(m.Hosts)+len(m.NotHosts)+len(m.Methods)+len(m.NotMethods)+len(m.Paths)+
-		len(m.NotPaths)+len(m.Headers)+len(m.RemoteIPs)+len(m.NotRemoteIPs) > 0
+		len(m.NotPaths)+len(m.Headers)+len(m.RemoteIPs)+len(m.NotRemoteIPs)+
+		len(m.RequestPrincipals)+len(m.NotRequestPrincipals) > 0
 }
 
 func (m *Match) matches(in *input, l7Ignored bool) bool {
@@ -179,6 +180,7 @@ func (m *Match) matches(in *input, l7Ignored bool) bool {
 		strings2(m.Methods, m.NotMethods, in.Method, (*StringMatch).Matches) &&
 		strings2(m.Paths, m.NotPaths, in.Path, (*StringMatch).Matches) &&
 		headers(m.Headers, in.Header) &&
+		strings2(m.RequestPrincipals, m.NotRequestPrincipals, "", (*StringMatch).Matches) &&
 		in.remoteMatches(m.RemoteIPs, m.NotRemoteIPs)
 }
 

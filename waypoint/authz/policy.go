@@ -76,6 +76,9 @@ type Match struct {
 	Methods, NotMethods []StringMatch
 	Paths, NotPaths     []StringMatch
 	Headers             []HeaderMatch
+	// RequestPrincipals are JWT principals. The waypoint validates no JWTs
+	// yet, so every request has none: a positive list never matches.
+	RequestPrincipals, NotRequestPrincipals []StringMatch
 	// RemoteIPs are client addresses from X-Forwarded-For.
 	RemoteIPs, NotRemoteIPs []netip.Prefix
 }

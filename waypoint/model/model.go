@@ -148,3 +148,18 @@ type Policy struct {
 func ServiceKey(namespace, name string, port uint16) string {
 	return namespace + "/" + name + ":" + strconv.Itoa(int(port))
 }
+
+// FailClosed returns the stand-in for p when p is invalid and no valid
+// version of it is known: an ALLOW that matches nothing (it still applies,
+// so it denies what no other ALLOW allows), a DENY that matches
+// everything.
+func (p Policy) FailClosed() Policy {
+	out := Policy{Targets: p.Targets}
+	out.Namespace, out.Name, out.DryRun = p.Namespace, p.Name, p.DryRun
+	if p.Action == authz.Allow {
+		return out
+	}
+	out.Action = authz.Deny
+	out.Rules = []authz.Rule{{}}
+	return out
+}

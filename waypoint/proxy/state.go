@@ -135,7 +135,7 @@ func compile(snap *model.Snapshot, prev *state) (*state, error) {
 			errs = append(errs, fmt.Errorf("authorization policy %s: %w", key, err))
 			old, ok := prev.goodPolicies[key]
 			if !ok {
-				pol = failClosed(pol)
+				pol = pol.FailClosed()
 			} else {
 				pol = old
 			}
@@ -294,15 +294,4 @@ func routesFor(all []model.Route, gw model.Ref, svc *model.Service, port uint16)
 		return mine
 	}
 	return gateway
-}
-
-// failClosed stands in for a policy that was never valid.
-func failClosed(p model.Policy) model.Policy {
-	out := model.Policy{Targets: p.Targets}
-	out.Namespace, out.Name, out.Action, out.DryRun = p.Namespace, p.Name, p.Action, p.DryRun
-	if p.Action != authz.Allow {
-		out.Action = authz.Deny
-		out.Rules = []authz.Rule{{}} // deny everything
-	} // an ALLOW without rules allows nothing
-	return out
 }
