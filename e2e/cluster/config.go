@@ -160,3 +160,14 @@ func (c Config) runDir() string { return filepath.Join(c.StateDir, "run") }
 func (c Config) Kubeconfig() string { return filepath.Join(c.StateDir, "kubeconfig") }
 
 func netnsPath(name string) string { return filepath.Join("/run/netns", name) }
+
+// NodeNetnsPath returns the network namespace file of the named Kubernetes node, for
+// tests that look at a node's link (captures); ok is false for an unknown node.
+func (c Config) NodeNetnsPath(nodeName string) (path string, ok bool) {
+	for _, n := range c.nodes() {
+		if n.Name == nodeName {
+			return netnsPath(n.Netns), true
+		}
+	}
+	return "", false
+}
