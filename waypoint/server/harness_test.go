@@ -25,7 +25,7 @@ import (
 // dialing it, and pods, each behind a fake ztunnel (an hbone.Server that
 // relays to the pod's app), on their own 127.0.0.x address.
 type mesh struct {
-	t        *testing.T
+	t        testing.TB
 	ca       *hbonetest.CA
 	svids    *hbonetest.Source
 	wp       *server.Server
@@ -46,7 +46,7 @@ type (
 	meshOption   func(*serverConfig)
 )
 
-func newMesh(t *testing.T, opts ...meshOption) *mesh {
+func newMesh(t testing.TB, opts ...meshOption) *mesh {
 	t.Helper()
 	m := &mesh{
 		t:        t,
