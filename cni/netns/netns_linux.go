@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	ambitnetns "github.com/ambit-mesh/ambit/internal/netns"
 )
 
 // ErrNotFound is returned when no process of the pod was found.
@@ -59,19 +60,7 @@ func Inode(f *os.File) (uint64, error) {
 
 // Do runs fn on an OS thread that has entered the network namespace f. The thread is
 // discarded afterwards, so no other goroutine ever runs in the wrong namespace.
-func Do(f *os.File, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the runtime ends the thread when this goroutine returns.
-		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func Do(f *os.File, fn func() error) error { return ambitnetns.Do(f, fn) }
 
 // Finder locates running pods' network namespaces from the process table.
 type Finder struct {

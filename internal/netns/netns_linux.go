@@ -41,6 +41,10 @@ func (h *Handle) Fd() uintptr { return h.f.Fd() }
 // discarded, but the operation did not happen.
 var ErrStuck = errors.New("netns: could not restore the thread's namespace")
 
+// Do runs fn on an OS thread switched into the network namespace open as f; f stays
+// the caller's.
+func Do(f *os.File, fn func() error) error { return (&Handle{f: f}).Do(fn) }
+
 // Do runs f on an OS thread switched into h. f must not start goroutines that expect to
 // be in h: only the calling thread is switched.
 func (h *Handle) Do(f func() error) error {
