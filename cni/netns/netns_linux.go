@@ -58,8 +58,8 @@ func Inode(f *os.File) (uint64, error) {
 	return st.Ino, nil
 }
 
-// Do runs fn on an OS thread that has entered the network namespace f. The thread is
-// discarded afterwards, so no other goroutine ever runs in the wrong namespace.
+// Do runs fn on an OS thread that has entered the network namespace f (see
+// internal/netns: the thread returns home before anything else runs on it).
 func Do(f *os.File, fn func() error) error { return ambitnetns.Do(f, fn) }
 
 // Finder locates running pods' network namespaces from the process table.
