@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -144,7 +143,7 @@ func (d *Deployer) reconcile(ctx context.Context, gw *gwv1.Gateway) error {
 type object struct {
 	kind, namespace, name string
 	obj                   metav1.Object
-	current               func() (metav1.Object, error)
+	current               func(ctx context.Context) (metav1.Object, error)
 	apply                 func(ctx context.Context, body []byte) error
 }
 
@@ -155,7 +154,7 @@ func (d *Deployer) applyIfChanged(ctx context.Context, o object) error {
 	}
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:8])
-	if cur, err := o.current(); err == nil && cur.GetAnnotations()[AnnotationConfigHash] == hash {
+	if cur, err := o.current(ctx); err == nil && cur.GetAnnotations()[AnnotationConfigHash] == hash {
 		return nil
 	}
 	ann := o.obj.GetAnnotations()
@@ -185,19 +184,21 @@ func (d *Deployer) desired(gw *gwv1.Gateway) []object {
 	ns, name := gw.Namespace, gw.Name
 	objs := []object{
 		{kind: "ServiceAccount", namespace: ns, name: name, obj: sa,
-			current: func() (metav1.Object, error) { return d.cfg.ServiceAccounts.ServiceAccounts(ns).Get(name) },
+			current: func(context.Context) (metav1.Object, error) {
+				return d.cfg.ServiceAccounts.ServiceAccounts(ns).Get(name)
+			},
 			apply: func(ctx context.Context, b []byte) error {
 				_, err := k.CoreV1().ServiceAccounts(ns).Patch(ctx, name, types.ApplyPatchType, b, applyOpts())
 				return err
 			}},
 		{kind: "Deployment", namespace: ns, name: name, obj: dep,
-			current: func() (metav1.Object, error) { return d.deployments.Deployments(ns).Get(name) },
+			current: func(context.Context) (metav1.Object, error) { return d.deployments.Deployments(ns).Get(name) },
 			apply: func(ctx context.Context, b []byte) error {
 				_, err := k.AppsV1().Deployments(ns).Patch(ctx, name, types.ApplyPatchType, b, applyOpts())
 				return err
 			}},
 		{kind: "Service", namespace: ns, name: name, obj: svc,
-			current: func() (metav1.Object, error) { return d.cfg.Services.Services(ns).Get(name) },
+			current: func(context.Context) (metav1.Object, error) { return d.cfg.Services.Services(ns).Get(name) },
 			apply: func(ctx context.Context, b []byte) error {
 				_, err := k.CoreV1().Services(ns).Patch(ctx, name, types.ApplyPatchType, b, applyOpts())
 				return err
@@ -210,15 +211,12 @@ func (d *Deployer) desired(gw *gwv1.Gateway) []object {
 			Data:       map[string]string{"root-cert.pem": d.cfg.RootCertPEM},
 		}
 		objs = append([]object{{kind: "ConfigMap", namespace: ns, name: RootCertConfigMap, obj: cm,
-			current: func() (metav1.Object, error) {
-				return nil, apierrors.NewNotFound(corev1.Resource("configmaps"), RootCertConfigMap)
+			// Not cached (istiod-lite watches no ConfigMaps): read it.
+			current: func(ctx context.Context) (metav1.Object, error) {
+				return k.CoreV1().ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
 			},
 			apply: func(ctx context.Context, b []byte) error {
-				cur, err := k.CoreV1().ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
-				if err == nil && cur.Data["root-cert.pem"] == d.cfg.RootCertPEM {
-					return nil
-				}
-				_, err = k.CoreV1().ConfigMaps(ns).Patch(ctx, RootCertConfigMap, types.ApplyPatchType, b, applyOpts())
+				_, err := k.CoreV1().ConfigMaps(ns).Patch(ctx, RootCertConfigMap, types.ApplyPatchType, b, applyOpts())
 				return err
 			}}}, objs...)
 	}
