@@ -1,0 +1,309 @@
+// Package proxy is ztunnel's data path: per enrolled pod, inside the pod's
+// network namespace, it serves the outbound listener (15001, original
+// destination), the plaintext inbound listener (15006) and the HBONE inbound
+// listener (15008); it routes outbound connections (Service VIP to an
+// endpoint, meshed destinations over HBONE, others passed through), enforces
+// L4 authorization on inbound ones with the verified peer identity, and
+// closes open connections that a policy change denies.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambit-mesh/ambit/internal/hbone"
+	"github.com/ambit-mesh/ambit/ztunnel/authz"
+	"github.com/ambit-mesh/ambit/ztunnel/state"
+)
+
+// In-pod ports (Istio's).
+const (
+	OutboundPort  uint16 = 15001
+	InboundPort   uint16 = 15006
+	HBONEPort     uint16 = 15008
+	DefaultMark   uint32 = 0x539
+	DefaultReady         = 5 * time.Second
+	DefaultDrain         = 5 * time.Second
+	defaultDialTO        = 10 * time.Second
+)
+
+// Certs supplies SVIDs by identity and the trust bundle.
+type Certs interface {
+	hbone.SVIDSource
+	x509bundle.Source
+}
+
+// Sockets opens sockets where a pod's traffic is: inside its network
+// namespace, marked so they are not captured again.
+type Sockets interface {
+	// Listen opens a TCP listener on port, all addresses, with SO_REUSEPORT.
+	Listen(ctx context.Context, port uint16) (net.Listener, error)
+	// Dial connects to dst; from src (transparently) when src is valid.
+	Dial(ctx context.Context, dst netip.AddrPort, src netip.Addr) (net.Conn, error)
+	// OriginalDst is where a redirected connection was going.
+	OriginalDst(c net.Conn) (netip.AddrPort, error)
+	// Close releases the namespace.
+	Close() error
+}
+
+// Pod is an enrolled pod.
+type Pod struct {
+	UID, Name, Namespace, ServiceAccount string
+	Sockets                              Sockets
+}
+
+// Config configures a Proxy. Tables and Certs are required.
+type Config struct {
+	Tables      *state.Tables
+	Certs       Certs
+	TrustDomain spiffeid.TrustDomain
+	// ReadyTimeout bounds how long a connection waits for its pod's
+	// certificate and configuration before it is refused. Default 5 s.
+	ReadyTimeout time.Duration
+	// DrainTimeout is how long established connections may go on once the
+	// proxy stops or a pod is removed. Default 5 s.
+	DrainTimeout time.Duration
+	// HBONE tunes the outbound HBONE clients (SVIDs, Bundles and DialTCP
+	// are set per pod).
+	HBONE    hbone.ClientConfig
+	Observer Observer
+	Log      *slog.Logger
+}
+
+// Proxy serves the enrolled pods of a node.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	ctx     context.Context // set by Run; nil when not running
+	pods    map[string]*pod
+	conns   map[*tracked]struct{}
+	stopped bool
+}
+
+// tracked is an open connection: inbound ones are re-checked when policy
+// changes.
+type tracked struct {
+	info    *ConnInfo
+	pod     *pod
+	inbound bool
+	check   authz.Conn
+	closed  atomic.Bool
+	close   func()
+}
+
+// New checks cfg and returns a Proxy. It starts nothing.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Tables == nil || cfg.Certs == nil || cfg.TrustDomain.IsZero() {
+		return nil, errors.New("proxy: Config needs Tables, Certs and TrustDomain")
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReady
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrain
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{cfg: cfg, log: log, pods: map[string]*pod{}, conns: map[*tracked]struct{}{}}, nil
+}
+
+// Run serves until ctx ends: it re-checks open inbound connections at every
+// configuration change. When ctx ends it stops every pod's listeners, lets
+// established connections drain for DrainTimeout, then closes them.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.ctx != nil || p.stopped {
+		p.mu.Unlock()
+		return errors.New("proxy: Run called twice")
+	}
+	p.ctx = ctx
+	p.mu.Unlock()
+	for {
+		changed := p.cfg.Tables.Changed()
+		p.recheck()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			p.shutdown()
+			return nil
+		}
+	}
+}
+
+func (p *Proxy) shutdown() {
+	p.mu.Lock()
+	p.stopped = true
+	pods := make([]*pod, 0, len(p.pods))
+	for _, pd := range p.pods {
+		pods = append(pods, pd)
+	}
+	p.pods = map[string]*pod{}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, pd := range pods {
+		wg.Go(pd.stop)
+	}
+	wg.Wait()
+}
+
+// AddPod starts serving pod (replacing a pod of the same uid) and returns
+// once its listeners are open, so that redirected traffic has somewhere to
+// go. Connections wait (ReadyTimeout at most) for the pod's certificate and
+// configuration.
+func (p *Proxy) AddPod(pd Pod) error {
+	id, err := spiffeid.FromSegments(p.cfg.TrustDomain, "ns", pd.Namespace, "sa", pd.ServiceAccount)
+	if err != nil {
+		return fmt.Errorf("pod %s/%s: identity: %w", pd.Namespace, pd.Name, err)
+	}
+	p.mu.Lock()
+	ctx := p.ctx
+	old := p.pods[pd.UID]
+	p.mu.Unlock()
+	if ctx == nil {
+		return errors.New("proxy: not running")
+	}
+	if old != nil {
+		old.stop()
+	}
+	np, err := p.startPod(ctx, pd, id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		go np.stop()
+		return errors.New("proxy: stopped")
+	}
+	p.pods[pd.UID] = np
+	return nil
+}
+
+// RemovePod stops serving the pod uid and closes its connections after the
+// drain period. Unknown uids are fine.
+func (p *Proxy) RemovePod(uid string) {
+	p.mu.Lock()
+	pd := p.pods[uid]
+	delete(p.pods, uid)
+	p.mu.Unlock()
+	if pd != nil {
+		pd.stop()
+	}
+}
+
+// Pods returns the uids served.
+func (p *Proxy) Pods() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.pods))
+	for uid := range p.pods {
+		out = append(out, uid)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// PodInfo describes a served pod for the admin dump.
+type PodInfo struct {
+	UID, Name, Namespace, Identity string
+	Connections                    int
+}
+
+// PodInfos describes the served pods.
+func (p *Proxy) PodInfos() []PodInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	count := map[*pod]int{}
+	for t := range p.conns {
+		count[t.pod]++
+	}
+	var out []PodInfo
+	for _, pd := range p.pods {
+		out = append(out, PodInfo{UID: pd.UID, Name: pd.Name, Namespace: pd.Namespace, Identity: pd.id.String(), Connections: count[pd]})
+	}
+	slices.SortFunc(out, func(a, b PodInfo) int {
+		if a.UID < b.UID {
+			return -1
+		}
+		if a.UID > b.UID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Connections counts open proxied connections.
+func (p *Proxy) Connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+func (p *Proxy) track(t *tracked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns[t] = struct{}{}
+}
+
+func (p *Proxy) untrack(t *tracked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, t)
+}
+
+// recheck closes inbound connections the current policies deny.
+func (p *Proxy) recheck() {
+	p.mu.Lock()
+	var inbound []*tracked
+	for t := range p.conns {
+		if t.inbound {
+			inbound = append(inbound, t)
+		}
+	}
+	p.mu.Unlock()
+	for _, t := range inbound {
+		w := p.cfg.Tables.Pod(t.pod.Namespace, t.pod.Name)
+		var d authz.Decision
+		if w == nil {
+			d = authz.Decision{Reason: "workload no longer in the configuration"}
+		} else {
+			d = p.authorize(w, t.check)
+		}
+		if !d.Allowed && t.closed.CompareAndSwap(false, true) {
+			p.log.Info("closing connection denied by a policy change", "conn", t.info.ID, "pod", t.pod.Name, "namespace", t.pod.Namespace,
+				"src", t.info.Src, "dst", t.info.Dst, "identity", t.info.SrcIdentity, "policy", d.Policy, "reason", d.Reason)
+			t.close()
+		}
+	}
+}
+
+// authorize decides an inbound connection to w: its waypoint, if any, is
+// the only mesh client it accepts (no bypass), then L4 policy.
+func (p *Proxy) authorize(w *state.Workload, c authz.Conn) authz.Decision {
+	if w.Waypoint != nil && !c.Peer.IsZero() {
+		if wid, ok := p.waypointIdentity(w.Waypoint); !ok || wid != c.Peer {
+			return authz.Decision{Reason: "destination is bound to a waypoint; only the waypoint may connect"}
+		}
+	}
+	return authz.Evaluate(p.cfg.Tables.PoliciesFor(w), c)
+}

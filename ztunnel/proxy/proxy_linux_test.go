@@ -1,0 +1,338 @@
+package proxy
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/ambit-mesh/ambit/api/workload"
+	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
+	"github.com/ambit-mesh/ambit/internal/identity"
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/privtest"
+	"github.com/ambit-mesh/ambit/ztunnel/authz"
+	"github.com/ambit-mesh/ambit/ztunnel/state"
+)
+
+var (
+	td    = spiffeid.RequireTrustDomainFromString("cluster.local")
+	idA   = spiffeid.RequireFromString("spiffe://cluster.local/ns/ns-a/sa/sa-a")
+	idB   = spiffeid.RequireFromString("spiffe://cluster.local/ns/ns-b/sa/sa-b")
+	ipA   = netip.MustParseAddr("10.77.1.2")
+	ipB   = netip.MustParseAddr("10.77.2.2")
+	vip   = netip.MustParseAddr("10.96.0.10")
+	nodeB = netip.MustParseAddr("192.168.77.2")
+)
+
+const svcKey = "ns-b/echo.ns-b.svc.cluster.local"
+
+func workloads() (*state.Workload, *state.Workload, *state.Service) {
+	wa := &state.Workload{UID: "pod-a", Name: "a", Namespace: "ns-a", Addresses: []netip.Addr{ipA}, HBONE: true,
+		Identity: idA, Healthy: true, ServiceAccount: "sa-a"}
+	wb := &state.Workload{UID: "pod-b", Name: "b", Namespace: "ns-b", Addresses: []netip.Addr{ipB}, HBONE: true,
+		Identity: idB, Healthy: true, ServiceAccount: "sa-b", Services: map[string][]state.Port{svcKey: {{ServicePort: 80, TargetPort: 8080}}}}
+	svc := &state.Service{Name: "echo", Namespace: "ns-b", Hostname: "echo.ns-b.svc.cluster.local",
+		VIPs: []netip.Addr{vip}, Ports: []state.Port{{ServicePort: 80, TargetPort: 8080}}}
+	return wa, wb, svc
+}
+
+// counter is an Observer counting what the proxy reports.
+type counter struct {
+	mu                      sync.Mutex
+	opened, closed, refused map[Direction]int
+}
+
+func newCounter() *counter {
+	return &counter{opened: map[Direction]int{}, closed: map[Direction]int{}, refused: map[Direction]int{}}
+}
+func (c *counter) Opened(i *ConnInfo) { c.mu.Lock(); c.opened[i.Direction]++; c.mu.Unlock() }
+func (c *counter) Closed(i *ConnInfo, _, _ int64, _ error) {
+	c.mu.Lock()
+	c.closed[i.Direction]++
+	c.mu.Unlock()
+}
+func (c *counter) Refused(i *ConnInfo, _ error) { c.mu.Lock(); c.refused[i.Direction]++; c.mu.Unlock() }
+func (c *counter) get(m map[Direction]int, d Direction) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return m[d]
+}
+
+// ztunnel is one ztunnel under test.
+type ztunnel struct {
+	tables *state.Tables
+	proxy  *Proxy
+	obs    *counter
+}
+
+func startZtunnel(t *testing.T, ctx context.Context, ca *hbonetest.CA, pod Pod) *ztunnel {
+	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
+		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := &ztunnel{tables: state.NewTables(), obs: newCounter()}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	z.proxy, err = New(Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: z.obs, Log: log,
+		ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- z.proxy.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	// Run has to have started before pods are added.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := z.proxy.AddPod(pod)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return z
+}
+
+// echoServer serves echo on port inside h and reports client addresses.
+func echoServer(t *testing.T, ctx context.Context, h *netns.Handle, port string) <-chan netip.AddrPort {
+	ln, err := h.Listen(ctx, ":"+port, netns.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := make(chan netip.AddrPort, 100)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case peers <- addrOf(c.RemoteAddr()):
+			default:
+			}
+			wg.Go(func() { defer c.Close(); _, _ = io.Copy(c, c) })
+		}
+	})
+	return peers
+}
+
+func dial(t *testing.T, h *netns.Handle, dst string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := h.Dial(ctx, dst, netns.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echo sends msg and returns what came back (or the error).
+func echo(c net.Conn, msg string) (string, error) {
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return "", err
+	}
+	if _, err := io.WriteString(c, msg); err != nil {
+		return "", err
+	}
+	buf := make([]byte, len(msg))
+	n, err := io.ReadFull(c, buf)
+	return string(buf[:n]), err
+}
+
+// refused checks that c is refused: closed or reset with no data back. It
+// closes c, as a client would: a client that keeps a reset socket open can
+// have the kernel reuse its port for the next connection, whose SYN then
+// meets the stale conntrack entry.
+func refused(t *testing.T, c net.Conn) {
+	t.Helper()
+	got, err := echo(c, "anyone there?")
+	c.Close()
+	if err == nil {
+		t.Fatalf("connection was served (%q), want refused", got)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection hung instead of being refused")
+	}
+}
+
+func allowOnly(t *testing.T, principal string) *authz.Policy {
+	p, err := authz.Decode(&workload.Authorization{Name: "allow", Namespace: "ns-b", Scope: workload.Scope_WORKLOAD_SELECTOR,
+		Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
+			Principals: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: principal}}}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func strict(t *testing.T) *authz.Policy {
+	p, err := authz.Decode(&workload.Authorization{Name: "converted_peer_authentication_strict", Namespace: "ns-b",
+		Scope: workload.Scope_NAMESPACE, Action: workload.Action_DENY,
+		Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
+			NotPrincipals: []*workload.StringMatch{{MatchType: &workload.StringMatch_Presence{Presence: true}}}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
+	privtest.Require(t)
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa, hpb, hnb := tp.handle(t, "pa"), tp.handle(t, "pb"), tp.handle(t, "nb")
+	t.Cleanup(func() { hpa.Close(); hpb.Close(); hnb.Close() })
+	za := startZtunnel(t, ctx, ca, Pod{UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a",
+		Sockets: NewNetnsSockets(tp.handle(t, "pa"), DefaultMark)})
+	zb := startZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
+		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)})
+	wa, wb, svc := workloads()
+	for _, z := range []*ztunnel{za, zb} {
+		z.tables.UpsertWorkload(wa)
+		z.tables.UpsertWorkload(wb)
+		z.tables.UpsertService(svc)
+	}
+	peers := echoServer(t, ctx, hpb, "8080")
+	plain := echoServer(t, ctx, hnb, "9000") // an unmeshed server on node b
+	link := sniff(t, tp.handle(t, "na"), "link0")
+
+	t.Run("HBONE carries the payload encrypted, source preserved", func(t *testing.T) {
+		secret := "AMBIT-SECRET-PAYLOAD-7f3a9c"
+		c := dial(t, hpa, "10.77.2.2:8080")
+		if got, err := echo(c, secret); err != nil || got != secret {
+			t.Fatalf("echo through two ztunnels: %q, %v", got, err)
+		}
+		if p := <-peers; p.Addr() != ipA {
+			t.Errorf("server saw the client as %s, want %s", p, ipA)
+		}
+		frames, bytes, leaked := link.seen([]byte(secret))
+		if frames == 0 || bytes < len(secret) {
+			t.Fatalf("capture saw %d frames: the capture does not work", frames)
+		}
+		if leaked {
+			t.Fatalf("plaintext payload seen on the link between the nodes")
+		}
+		t.Logf("capture: %d frames, %d bytes, no plaintext", frames, bytes)
+	})
+
+	t.Run("Service VIP goes to an endpoint over HBONE", func(t *testing.T) {
+		c := dial(t, hpa, "10.96.0.10:80")
+		if got, err := echo(c, "via the VIP"); err != nil || got != "via the VIP" {
+			t.Fatalf("echo via VIP: %q, %v", got, err)
+		}
+		<-peers
+		_, _, leaked := link.seen([]byte("via the VIP"))
+		if leaked {
+			t.Fatal("plaintext seen on the link")
+		}
+	})
+
+	t.Run("unmeshed destination is passed through", func(t *testing.T) {
+		c := dial(t, hpa, netip.AddrPortFrom(nodeB, 9000).String())
+		if got, err := echo(c, "plain-passthrough"); err != nil || got != "plain-passthrough" {
+			t.Fatalf("passthrough: %q, %v", got, err)
+		}
+		if p := <-plain; p.Addr() != ipA {
+			t.Errorf("unmeshed server saw %s, want the pod %s", p, ipA)
+		}
+		if _, _, seen := link.seen([]byte("plain-passthrough")); !seen {
+			t.Error("passthrough traffic should cross the link in plaintext")
+		}
+	})
+
+	t.Run("wrong server identity is refused", func(t *testing.T) {
+		wrong := *wb
+		wrong.Identity = spiffeid.RequireFromString("spiffe://cluster.local/ns/ns-b/sa/impostor")
+		za.tables.UpsertWorkload(&wrong)
+		defer za.tables.UpsertWorkload(wb)
+		refused(t, dial(t, hpa, "10.77.2.2:8080"))
+	})
+
+	t.Run("ALLOW admits X and refuses Y", func(t *testing.T) {
+		opened := zb.obs.get(zb.obs.opened, Inbound)
+		zb.tables.UpsertPolicy(allowOnly(t, "cluster.local/ns/ns-a/sa/someone-else"))
+		w := *wb
+		w.Policies = []string{"ns-b/allow"}
+		zb.tables.UpsertWorkload(&w)
+		refused(t, dial(t, hpa, "10.77.2.2:8080"))
+		if n := zb.obs.get(zb.obs.opened, Inbound); n != opened {
+			t.Errorf("a denied connection was counted as opened (%d -> %d)", opened, n)
+		}
+		zb.tables.UpsertPolicy(allowOnly(t, "cluster.local/ns/ns-a/sa/sa-a"))
+		if got, err := echo(dial(t, hpa, "10.77.2.2:8080"), "allowed"); err != nil || got != "allowed" {
+			t.Fatalf("allowed principal: %q, %v", got, err)
+		}
+		<-peers
+		if n := zb.obs.get(zb.obs.opened, Inbound); n != opened+1 {
+			t.Errorf("opened inbound %d -> %d, want +1", opened, n)
+		}
+		zb.tables.UpsertWorkload(wb)
+		zb.tables.Remove("ns-b/allow")
+	})
+
+	t.Run("PERMISSIVE accepts plaintext, STRICT refuses it", func(t *testing.T) {
+		if got, err := echo(dial(t, hnb, "10.77.2.2:8080"), "plaintext in"); err != nil || got != "plaintext in" {
+			t.Fatalf("plaintext under PERMISSIVE: %q, %v", got, err)
+		}
+		<-peers
+		zb.tables.UpsertPolicy(strict(t))
+		defer zb.tables.Remove("ns-b/converted_peer_authentication_strict")
+		refused(t, dial(t, hnb, "10.77.2.2:8080"))
+		// mTLS still works under STRICT.
+		if got, err := echo(dial(t, hpa, "10.77.2.2:8080"), "mtls"); err != nil || got != "mtls" {
+			t.Fatalf("HBONE under STRICT: %q, %v", got, err)
+		}
+		<-peers
+	})
+
+	t.Run("policy change closes an open connection", func(t *testing.T) {
+		c := dial(t, hpa, "10.77.2.2:8080")
+		if got, err := echo(c, "before"); err != nil || got != "before" {
+			t.Fatalf("before: %q, %v", got, err)
+		}
+		<-peers
+		deny, err := authz.Decode(&workload.Authorization{Name: "deny-a", Namespace: "ns-b", Scope: workload.Scope_NAMESPACE,
+			Action: workload.Action_DENY, Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
+				Namespaces: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: "ns-a"}}}}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		zb.tables.UpsertPolicy(deny)
+		defer zb.tables.Remove("ns-b/deny-a")
+		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("open connection after a DENY policy: read %v, want it closed", err)
+		}
+	})
+}

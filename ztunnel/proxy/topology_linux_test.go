@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ambit-mesh/ambit/internal/netns"
+)
+
+// podRulesGolden is the in-pod ruleset exactly as the CNI installs it
+// (cni/rules renders it and golden-tests it against this file).
+const podRulesGolden = "../../cni/rules/testdata/pod-default.golden"
+
+// topology is two "nodes", each with one pod, built from network namespaces:
+//
+//	pod a (10.77.1.2) -- node a (10.77.1.1, 192.168.77.1) == link == node b (192.168.77.2, 10.77.2.1) -- pod b (10.77.2.2)
+//
+// Pods get the CNI's in-pod redirection rules. Everything is removed at cleanup.
+type topology struct {
+	prefix string
+}
+
+func (tp *topology) ns(name string) string { return tp.prefix + name }
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newTopology(t *testing.T) *topology {
+	tp := &topology{prefix: fmt.Sprintf("azt%d-", os.Getpid())}
+	for _, n := range []string{"na", "nb", "pa", "pb"} {
+		run(t, "ip", "netns", "add", tp.ns(n))
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", tp.ns(n)).Run() })
+		run(t, "ip", "-n", tp.ns(n), "link", "set", "lo", "up")
+	}
+	for _, side := range []struct{ node, pod, subnet string }{{"na", "pa", "10.77.1"}, {"nb", "pb", "10.77.2"}} {
+		node, pod := tp.ns(side.node), tp.ns(side.pod)
+		run(t, "ip", "-n", node, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pod)
+		run(t, "ip", "-n", node, "addr", "add", side.subnet+".1/24", "dev", "veth0")
+		run(t, "ip", "-n", node, "link", "set", "veth0", "up")
+		run(t, "ip", "-n", pod, "addr", "add", side.subnet+".2/24", "dev", "eth0")
+		run(t, "ip", "-n", pod, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", pod, "route", "add", "default", "via", side.subnet+".1")
+		run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		tp.installPodRules(t, pod)
+	}
+	run(t, "ip", "-n", tp.ns("na"), "link", "add", "link0", "type", "veth", "peer", "name", "link0", "netns", tp.ns("nb"))
+	run(t, "ip", "-n", tp.ns("na"), "addr", "add", "192.168.77.1/30", "dev", "link0")
+	run(t, "ip", "-n", tp.ns("nb"), "addr", "add", "192.168.77.2/30", "dev", "link0")
+	run(t, "ip", "-n", tp.ns("na"), "link", "set", "link0", "up")
+	run(t, "ip", "-n", tp.ns("nb"), "link", "set", "link0", "up")
+	run(t, "ip", "-n", tp.ns("na"), "route", "add", "10.77.2.0/24", "via", "192.168.77.2")
+	run(t, "ip", "-n", tp.ns("nb"), "route", "add", "10.77.1.0/24", "via", "192.168.77.1")
+	// Service VIPs route like everything else: via the node.
+	return tp
+}
+
+// installPodRules loads the CNI's golden in-pod ruleset with nft and adds its
+// policy routing.
+func (tp *topology) installPodRules(t *testing.T, pod string) {
+	golden, err := os.ReadFile(podRulesGolden)
+	if err != nil {
+		t.Fatalf("in-pod rules: %v", err)
+	}
+	table, _, ok := strings.Cut(string(golden), "ip rule:")
+	if !ok {
+		t.Fatalf("%s: no ip rule line", podRulesGolden)
+	}
+	cmd := exec.Command("ip", "netns", "exec", pod, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(table)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f %s in %s: %v\n%s", podRulesGolden, pod, err, out)
+	}
+	run(t, "ip", "-n", pod, "rule", "add", "fwmark", "0x111/0xfff", "lookup", "133", "priority", "32764")
+	run(t, "ip", "-n", pod, "route", "add", "local", "default", "dev", "lo", "table", "133")
+}
+
+func (tp *topology) handle(t *testing.T, name string) *netns.Handle {
+	h, err := netns.Open("/run/netns/" + tp.ns(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// sniffer records every frame on an interface (AF_PACKET), as tcpdump would.
+type sniffer struct {
+	f    *os.File
+	mu   sync.Mutex
+	data bytes.Buffer
+	n    int
+	done chan struct{}
+}
+
+func sniff(t *testing.T, h *netns.Handle, ifname string) *sniffer {
+	var fd int
+	err := h.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ALL))
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+	})
+	if err != nil {
+		t.Fatalf("capture on %s: %v", ifname, err)
+	}
+	s := &sniffer{f: os.NewFile(uintptr(fd), "packet"), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		buf := make([]byte, 65536)
+		for {
+			n, err := s.f.Read(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.data.Write(buf[:n])
+			s.n++
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *sniffer) stop() {
+	s.f.Close()
+	<-s.done
+}
+
+// seen returns the frames captured and whether b appeared in any.
+func (s *sniffer) seen(b []byte) (int, int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n, s.data.Len(), bytes.Contains(s.data.Bytes(), b)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
