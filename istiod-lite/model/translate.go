@@ -50,6 +50,11 @@ type resources struct {
 	services       map[string]*Resource
 	ztunnelAuthz   map[string]*Resource
 	waypointAuthz  map[string]*Resource
+	// nodeBase is the part of every ztunnel's Address view that does not depend on
+	// its node: every service and every workload reachable through the mesh (remote
+	// variant). byNode lists each node's workloads.
+	nodeBase map[string]*Resource
+	byNode   map[string][]*Workload
 }
 
 func (m *Model) translate() {
@@ -59,6 +64,8 @@ func (m *Model) translate() {
 		services:       make(map[string]*Resource, len(m.Services)),
 		ztunnelAuthz:   map[string]*Resource{},
 		waypointAuthz:  map[string]*Resource{},
+		nodeBase:       make(map[string]*Resource, len(m.Workloads)+len(m.Services)),
+		byNode:         map[string][]*Workload{},
 	}
 	for uid, w := range m.Workloads {
 		r.workloadRemote[uid] = NewResource(uid, w.Proto(false))
@@ -70,6 +77,13 @@ func (m *Model) translate() {
 	}
 	for key, s := range m.Services {
 		r.services[key] = NewResource(key, s.Proto())
+		r.nodeBase[key] = r.services[key]
+	}
+	for uid, w := range m.Workloads {
+		r.byNode[w.Node] = append(r.byNode[w.Node], w)
+		if w.HBONE || w.Waypoint != nil || len(w.Services) > 0 {
+			r.nodeBase[uid] = r.workloadRemote[uid]
+		}
 	}
 	for name, p := range m.Policies {
 		if p.Ztunnel != nil {
@@ -187,26 +201,16 @@ func (w *Waypoint) proto() *workload.GatewayAddress {
 // nodes that enforce it. Authorizations: mesh-wide ones, those of namespaces with a
 // workload on the node, and those selecting one of its workloads.
 func (m *Model) ForNode(node string) Resources {
-	addrs := map[string]*Resource{}
+	addrs := maps.Clone(m.res.nodeBase)
 	auths := map[string]*Resource{}
 	localNS := map[string]bool{}
 	wanted := map[string]bool{}
-	maps.Copy(addrs, m.res.services)
-	for uid, w := range m.Workloads {
-		local := w.Node == node
-		if local {
-			localNS[w.Namespace] = true
-			for _, p := range w.Policies {
-				wanted[p] = true
-			}
-		} else if !w.HBONE && w.Waypoint == nil && len(w.Services) == 0 {
-			continue
+	for _, w := range m.res.byNode[node] {
+		localNS[w.Namespace] = true
+		for _, p := range w.Policies {
+			wanted[p] = true
 		}
-		if local {
-			addrs[uid] = m.res.workloadLocal[uid]
-		} else {
-			addrs[uid] = m.res.workloadRemote[uid]
-		}
+		addrs[w.UID] = m.res.workloadLocal[w.UID]
 	}
 	for name, p := range m.Policies {
 		if p.Ztunnel == nil {

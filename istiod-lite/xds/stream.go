@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
@@ -124,19 +125,26 @@ func (s *stream) push(view model.Resources) []*discovery.DeltaDiscoveryResponse 
 func (s *stream) diff(t string, sub *subscription, view map[string]*model.Resource) *discovery.DeltaDiscoveryResponse {
 	resp := &discovery.DeltaDiscoveryResponse{TypeUrl: t}
 	want := func(name string) bool { return sub.wildcard || sub.names[name] }
-	for _, name := range slices.Sorted(maps.Keys(view)) {
-		r := view[name]
-		if r == nil || !want(name) || sub.sent[name] == r.Version {
-			continue
+	// Walk the maps unsorted (a view has thousands of entries) and sort only what changed.
+	var changed []*model.Resource
+	for name, r := range view {
+		if r != nil && want(name) && sub.sent[name] != r.Version {
+			changed = append(changed, r)
 		}
-		resp.Resources = append(resp.Resources, &discovery.Resource{Name: name, Version: r.Version, Resource: r.Any})
-		sub.sent[name] = r.Version
 	}
-	for _, name := range slices.Sorted(maps.Keys(sub.sent)) {
+	slices.SortFunc(changed, func(a, b *model.Resource) int { return strings.Compare(a.Name, b.Name) })
+	for _, r := range changed {
+		resp.Resources = append(resp.Resources, &discovery.Resource{Name: r.Name, Version: r.Version, Resource: r.Any})
+		sub.sent[r.Name] = r.Version
+	}
+	for name := range sub.sent {
 		if r := view[name]; r == nil || !want(name) {
 			resp.RemovedResources = append(resp.RemovedResources, name)
-			delete(sub.sent, name)
 		}
+	}
+	slices.Sort(resp.RemovedResources)
+	for _, name := range resp.RemovedResources {
+		delete(sub.sent, name)
 	}
 	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 && sub.answered {
 		return nil
