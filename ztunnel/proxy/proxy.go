@@ -92,6 +92,8 @@ type Proxy struct {
 	pods    map[string]*pod
 	conns   map[*tracked]struct{}
 	stopped bool
+
+	stopping sync.WaitGroup // pods being removed
 }
 
 // tracked is an open connection: inbound ones are re-checked when policy
@@ -163,6 +165,7 @@ func (p *Proxy) shutdown() {
 		wg.Go(pd.stop)
 	}
 	wg.Wait()
+	p.stopping.Wait()
 }
 
 // AddPod starts serving pod (replacing a pod of the same uid) and returns
@@ -198,15 +201,17 @@ func (p *Proxy) AddPod(pd Pod) error {
 	return nil
 }
 
-// RemovePod stops serving the pod uid and closes its connections after the
-// drain period. Unknown uids are fine.
+// RemovePod stops accepting for the pod uid at once and closes its
+// connections after the drain period, in the background (Run waits for it).
+// Unknown uids are fine.
 func (p *Proxy) RemovePod(uid string) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	pd := p.pods[uid]
 	delete(p.pods, uid)
-	p.mu.Unlock()
 	if pd != nil {
-		pd.stop()
+		pd.cancel() // closes the listeners now
+		p.stopping.Go(pd.stop)
 	}
 }
 
