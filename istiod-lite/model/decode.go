@@ -41,6 +41,9 @@ func DecodeInputs(r io.Reader) (*Inputs, error) {
 }
 
 func (in *Inputs) add(apiVersion, kind string, doc []byte) error {
+	if apiVersion == securityv1.GroupName+"/v1beta1" { // served with the same schema
+		apiVersion = securityv1.SchemeGroupVersion.String()
+	}
 	switch apiVersion + "/" + kind {
 	case "v1/Namespace":
 		return decodeInto(doc, &in.Namespaces)
