@@ -251,7 +251,7 @@ spec:
 	}
 }
 
-func TestIstiodWritesPolicyStatus(t *testing.T) {
+func TestIstiodWritesPolicyAndRouteStatus(t *testing.T) {
 	ns := cl.NewNamespace(t)
 	ns.Apply(`
 apiVersion: security.istio.io/v1
@@ -265,7 +265,38 @@ kind: AuthorizationPolicy
 metadata: {name: bad-port}
 spec:
   rules: [{to: [{operation: {ports: ["http"]}}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: gamma}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing-backend}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [{name: nope, port: 80}]}]
 `)
+	for name, want := range map[string]string{"gamma": "True/True", "missing-backend": "True/False"} {
+		ns.Eventually(time.Minute, name+" route status", func() error {
+			out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "httproute", name, "-o",
+				`jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}/{.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}`)
+			if err != nil || out != want {
+				return fmt.Errorf("Accepted/ResolvedRefs = %q (%w), want %q", out, err, want)
+			}
+			return nil
+		})
+	}
 	for name, want := range map[string]string{"good": "True/Accepted", "bad-port": "False/Invalid"} {
 		ns.Eventually(time.Minute, name+" status", func() error {
 			out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "authorizationpolicy", name, "-o",

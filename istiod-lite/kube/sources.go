@@ -53,6 +53,8 @@ type Sources struct {
 	services        corelisters.ServiceLister
 	serviceAccounts corelisters.ServiceAccountLister
 	gateways        gwlisters.GatewayLister
+	httpRoutes      gwlisters.HTTPRouteLister
+	grpcRoutes      gwlisters.GRPCRouteLister
 	authz           cache.GenericLister
 	peerAuthn       cache.GenericLister
 	informers       []cache.SharedIndexInformer
@@ -80,12 +82,15 @@ func NewSources(c Clients, onChange func()) (*Sources, error) {
 	}
 	s.services = core.Services().Lister()
 	s.serviceAccounts = core.ServiceAccounts().Lister()
-	s.gateways = s.gateway.Gateway().V1().Gateways().Lister()
+	gw := s.gateway.Gateway().V1()
+	s.gateways = gw.Gateways().Lister()
+	s.httpRoutes = gw.HTTPRoutes().Lister()
+	s.grpcRoutes = gw.GRPCRoutes().Lister()
 	s.authz = s.dynamic.ForResource(AuthorizationPolicies).Lister()
 	s.peerAuthn = s.dynamic.ForResource(PeerAuthentications).Lister()
 	s.informers = []cache.SharedIndexInformer{
 		core.Namespaces().Informer(), s.podInformer, core.Services().Informer(), core.ServiceAccounts().Informer(),
-		s.gateway.Gateway().V1().Gateways().Informer(),
+		gw.Gateways().Informer(), gw.HTTPRoutes().Informer(), gw.GRPCRoutes().Informer(),
 		s.dynamic.ForResource(AuthorizationPolicies).Informer(), s.dynamic.ForResource(PeerAuthentications).Informer(),
 	}
 	h := cache.ResourceEventHandlerFuncs{
@@ -145,6 +150,12 @@ func (s *Sources) Snapshot(base model.Inputs) (*model.Inputs, error) {
 	}
 	if in.Gateways, err = s.gateways.List(all); err != nil {
 		return nil, fmt.Errorf("list gateways: %w", err)
+	}
+	if in.HTTPRoutes, err = s.httpRoutes.List(all); err != nil {
+		return nil, fmt.Errorf("list HTTPRoutes: %w", err)
+	}
+	if in.GRPCRoutes, err = s.grpcRoutes.List(all); err != nil {
+		return nil, fmt.Errorf("list GRPCRoutes: %w", err)
 	}
 	if in.AuthorizationPolicies, err = convertAll[securityv1.AuthorizationPolicy](s.authz); err != nil {
 		return nil, err

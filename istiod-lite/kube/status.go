@@ -16,15 +16,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	securityv1 "github.com/ambit-mesh/ambit/api/security/v1"
 	"github.com/ambit-mesh/ambit/istiod-lite/model"
 )
 
-// StatusWriter writes the model's conditions on AuthorizationPolicies and
-// PeerAuthentications. Run it on the leader only.
+// StatusWriter writes the model's conditions on AuthorizationPolicies,
+// PeerAuthentications, HTTPRoutes and GRPCRoutes. Run it on the leader only.
 type StatusWriter struct {
 	dyn     dynamic.Interface
+	gw      gwclient.Interface
 	sources *Sources
 	log     *slog.Logger
 	now     func() time.Time
@@ -33,8 +35,8 @@ type StatusWriter struct {
 }
 
 // NewStatusWriter returns a writer reading current status from the caches.
-func NewStatusWriter(dyn dynamic.Interface, sources *Sources, log *slog.Logger) *StatusWriter {
-	return &StatusWriter{dyn: dyn, sources: sources, log: log, now: time.Now, poke: make(chan struct{}, 1)}
+func NewStatusWriter(c Clients, sources *Sources, log *slog.Logger) *StatusWriter {
+	return &StatusWriter{dyn: c.Dynamic, gw: c.Gateway, sources: sources, log: log, now: time.Now, poke: make(chan struct{}, 1)}
 }
 
 // Notify hands the writer a new model (a Controller consumer).
@@ -60,6 +62,11 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 		m := w.latest.Load()
 		for key, st := range m.Status {
 			if err := w.write(ctx, key, st); err != nil && ctx.Err() == nil {
+				w.log.Warn("status: write failed", "kind", key.Kind, "namespace", key.Ref.Namespace, "name", key.Ref.Name, "err", err)
+			}
+		}
+		for key, st := range m.Routes {
+			if err := w.writeRoute(ctx, w.gw, key, st); err != nil && ctx.Err() == nil {
 				w.log.Warn("status: write failed", "kind", key.Kind, "namespace", key.Ref.Namespace, "name", key.Ref.Name, "err", err)
 			}
 		}

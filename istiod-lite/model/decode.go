@@ -55,6 +55,10 @@ func (in *Inputs) add(apiVersion, kind string, doc []byte) error {
 		return decodeInto(doc, &in.ServiceAccounts)
 	case gwv1.GroupVersion.String() + "/Gateway":
 		return decodeInto(doc, &in.Gateways)
+	case gwv1.GroupVersion.String() + "/HTTPRoute":
+		return decodeInto(doc, &in.HTTPRoutes)
+	case gwv1.GroupVersion.String() + "/GRPCRoute":
+		return decodeInto(doc, &in.GRPCRoutes)
 	case securityv1.SchemeGroupVersion.String() + "/AuthorizationPolicy":
 		return decodeInto(doc, &in.AuthorizationPolicies)
 	case securityv1.SchemeGroupVersion.String() + "/PeerAuthentication":

@@ -26,6 +26,8 @@ type Inputs struct {
 	Gateways              []*gwv1.Gateway
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
+	HTTPRoutes            []*gwv1.HTTPRoute
+	GRPCRoutes            []*gwv1.GRPCRoute
 }
 
 // Ref names a namespaced object.

@@ -29,6 +29,9 @@ type Model struct {
 	Waypoints map[Ref]*Waypoint
 	// Status is the status every policy the model read should have.
 	Status map[StatusKey]ObjectStatus
+	// Routes is the status of every HTTPRoute and GRPCRoute attached to a Service or
+	// a waypoint.
+	Routes map[StatusKey]RouteStatus
 
 	res resources
 }
@@ -66,6 +69,7 @@ func Build(input *Inputs) *Model {
 		Policies:      map[string]*Policy{},
 		Waypoints:     map[Ref]*Waypoint{},
 		Status:        map[StatusKey]ObjectStatus{},
+		Routes:        map[StatusKey]RouteStatus{},
 	}
 	namespaces := map[string]*corev1.Namespace{}
 	for _, ns := range in.Namespaces {
@@ -116,6 +120,7 @@ func Build(input *Inputs) *Model {
 	}
 	m.addAuthorizationPolicies(in.AuthorizationPolicies)
 	m.addPeerAuthentications(in.PeerAuthentications)
+	m.addRoutes(in.HTTPRoutes, in.GRPCRoutes)
 	for _, w := range m.Workloads {
 		for name, p := range m.Policies {
 			if p.appliesBySelector(w, m.RootNamespace) {

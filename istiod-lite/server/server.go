@@ -88,7 +88,7 @@ func (s *Server) Run(ctx context.Context) error {
 	src := ctl.Sources()
 	reviewer := authn.NewReviewer(clients.Kube, mesh.TokenAudience, src)
 	xdsServer := xds.NewServer(xds.Config{Log: log, Observer: met, Authorizer: proxyAuthorizer{reviewer, cfg.NodeProxies}})
-	statusWriter := kube.NewStatusWriter(clients.Dynamic, src, log)
+	statusWriter := kube.NewStatusWriter(clients, src, log)
 	dep := deployer.New(deployer.Config{
 		Kube: clients.Kube, Gateway: clients.Gateway, Gateways: src.Gateways(), Services: src.Services(),
 		ServiceAccounts: src.ServiceAccounts(), Pod: cfg.Waypoint, RootCertPEM: roots[0], Log: log,
