@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -29,7 +30,7 @@ func indexPeerAuthns(pas []*securityv1.PeerAuthentication, rootNS string) peerAu
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
-		return compareStrings(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	idx := peerAuthns{byNS: map[string]*securityv1.PeerAuthentication{}, selector: map[string][]*securityv1.PeerAuthentication{}}
 	for _, pa := range sorted {
@@ -50,16 +51,6 @@ func indexPeerAuthns(pas []*securityv1.PeerAuthentication, rootNS string) peerAu
 		}
 	}
 	return idx
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func mode(pa *securityv1.PeerAuthentication) securityv1.MTLSMode {

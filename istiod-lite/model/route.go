@@ -101,6 +101,11 @@ func boolCondition(b bool) metav1.ConditionStatus {
 }
 
 func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
+	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) {
+		if st := m.routeStatus(meta.Namespace, meta.Generation, parents, backends); len(st.Parents) > 0 {
+			m.Routes[StatusKey{Kind: kind, Ref: Ref{Namespace: meta.Namespace, Name: meta.Name}}] = st
+		}
+	}
 	for _, r := range http {
 		var backends []gwv1.BackendRef
 		for _, rule := range r.Spec.Rules {
@@ -108,9 +113,7 @@ func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
 				backends = append(backends, b.BackendRef)
 			}
 		}
-		if st := m.routeStatus(r.Namespace, r.Generation, r.Spec.ParentRefs, backends); len(st.Parents) > 0 {
-			m.Routes[StatusKey{Kind: KindHTTPRoute, Ref: Ref{Namespace: r.Namespace, Name: r.Name}}] = st
-		}
+		add(KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, backends)
 	}
 	for _, r := range grpc {
 		var backends []gwv1.BackendRef
@@ -119,8 +122,6 @@ func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
 				backends = append(backends, b.BackendRef)
 			}
 		}
-		if st := m.routeStatus(r.Namespace, r.Generation, r.Spec.ParentRefs, backends); len(st.Parents) > 0 {
-			m.Routes[StatusKey{Kind: KindGRPCRoute, Ref: Ref{Namespace: r.Namespace, Name: r.Name}}] = st
-		}
+		add(KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, backends)
 	}
 }

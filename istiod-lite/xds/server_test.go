@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,23 +144,13 @@ func render(t testing.TB, resps []*ads.DeltaDiscoveryResponse) []byte {
 			}
 			out[r.TypeUrl] = append(out[r.TypeUrl], res{Name: x.Name, Resource: buf.Bytes()})
 		}
-		slices.SortFunc(out[r.TypeUrl], func(a, b res) int { return cmpString(a.Name, b.Name) })
+		slices.SortFunc(out[r.TypeUrl], func(a, b res) int { return strings.Compare(a.Name, b.Name) })
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return append(b, '\n')
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func golden(t *testing.T, name string, got []byte) {
