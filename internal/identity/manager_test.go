@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,5 +110,28 @@ func TestSVIDFailsWhenIssuerFails(t *testing.T) {
 	m := newManager(t, is)
 	if _, err := m.SVID(context.Background(), podID); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("SVID with a failing CA: %v", err)
+	}
+}
+
+func TestTokenCredentialsReadTheFileAtEveryCall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "istio-token")
+	creds := TokenCredentials{File: path}
+	if _, err := creds.GetRequestMetadata(context.Background()); err == nil {
+		t.Fatal("missing token file accepted")
+	}
+	for _, tok := range []string{"first", "rotated"} {
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		md, err := creds.GetRequestMetadata(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := md["authorization"]; got != "Bearer "+tok {
+			t.Errorf("authorization = %q, want Bearer %s", got, tok)
+		}
+	}
+	if !creds.RequireTransportSecurity() {
+		t.Error("a bearer token must require transport security")
 	}
 }

@@ -116,7 +116,7 @@ func (c *Client) stream(ctx context.Context) error {
 			return fmt.Errorf("xds: subscribe %s: %w", t, err)
 		}
 	}
-	c.cfg.Log.Info("xds stream open", "node", c.cfg.NodeID)
+	c.cfg.Log.Info("xds stream open", "xds_node", c.cfg.NodeID)
 	seen := map[string]bool{}
 	for {
 		resp, err := st.Recv()

@@ -32,7 +32,11 @@ type Config struct {
 	Mark uint32
 	// RetryMin and RetryMax bound the reconnect backoff (defaults 100 ms, 5 s).
 	RetryMin, RetryMax time.Duration
-	Log                *slog.Logger
+	// Synced, if set, is called once, after the first complete snapshot
+	// (SnapshotSent) has been applied: from then on every enrolled pod is
+	// served.
+	Synced func()
+	Log    *slog.Logger
 }
 
 // Client keeps a connection to the node agent.
@@ -41,7 +45,8 @@ type Client struct {
 	// netns identifies the namespace each added pod was given, so that an
 	// agent restart re-sending the same pod changes nothing while a pod
 	// whose sandbox (and namespace) was recreated is replaced.
-	netns map[string]nsID
+	netns  map[string]nsID
+	synced bool
 }
 
 type nsID struct{ dev, ino uint64 }
@@ -136,8 +141,9 @@ func (c *Client) session(ctx context.Context) error {
 			if m, reply = Decode(buf[:n], len(files)); reply == nil {
 				reply = c.apply(m, files, snapshot)
 				files = nil // apply owns them
-				if m.Kind == "snapshot-sent" {
+				if m.Kind == "snapshot-sent" && reply == nil {
 					snapshot = nil
+					c.snapshotDone()
 				}
 			}
 		}
@@ -206,6 +212,16 @@ func (c *Client) apply(m Message, files []*os.File, snapshot map[string]bool) er
 		}
 	}
 	return nil
+}
+
+// snapshotDone reports the first complete snapshot to Synced.
+func (c *Client) snapshotDone() {
+	if !c.synced {
+		c.synced = true
+		if c.cfg.Synced != nil {
+			c.cfg.Synced()
+		}
+	}
 }
 
 func (c *Client) has(uid string) bool {

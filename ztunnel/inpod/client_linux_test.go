@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,7 +161,9 @@ func TestClientFollowsSnapshotsAndSurvivesAgentRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ztunnel.sock")
 	ag := newAgent(t, path)
 	fp := &fakeProxy{pods: map[string]proxy.Pod{}}
-	c, err := New(Config{Socket: path, Proxy: fp, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+	var synced atomic.Int32
+	c, err := New(Config{Socket: path, Proxy: fp, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond,
+		Synced: func() { synced.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +179,9 @@ func TestClientFollowsSnapshotsAndSurvivesAgentRestart(t *testing.T) {
 	ns := ownNetns(t)
 
 	ag.accept()
+	if synced.Load() != 0 {
+		t.Fatal("synced before the snapshot")
+	}
 	for _, uid := range []string{"u1", "u2", "u3"} {
 		if e := ag.send(addReq(uid), ns); e != "" {
 			t.Fatalf("add %s: %s", uid, e)
@@ -186,6 +192,9 @@ func TestClientFollowsSnapshotsAndSurvivesAgentRestart(t *testing.T) {
 	}
 	if got := fp.Pods(); !slices.Equal(got, []string{"u1", "u2", "u3"}) {
 		t.Fatalf("pods after snapshot: %v", got)
+	}
+	if n := synced.Load(); n != 1 {
+		t.Fatalf("Synced called %d times after the first snapshot, want 1", n)
 	}
 	if e := ag.send([]byte("\xff\xff garbage"), nil); e == "" {
 		t.Fatal("garbage acked without error")
@@ -221,5 +230,8 @@ func TestClientFollowsSnapshotsAndSurvivesAgentRestart(t *testing.T) {
 	}
 	if got := fp.Pods(); !slices.Equal(got, []string{"u2"}) {
 		t.Fatalf("pods after del: %v", got)
+	}
+	if n := synced.Load(); n != 1 {
+		t.Errorf("Synced called %d times after two snapshots, want once", n)
 	}
 }

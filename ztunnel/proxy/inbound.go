@@ -45,7 +45,7 @@ func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
 	check := authz.Conn{Peer: in.Peer, Src: info.Src, Dst: in.Target.Addr(), DstPort: in.Target.Port()}
 	if d := pd.p.authorize(w, check); !d.Allowed {
 		err := fmt.Errorf("%w: %s (%s)", ErrDenied, d.Reason, d.Policy)
-		pd.log.Info("connection denied", "conn", info.ID, "src", info.Src, "dst", info.Dst, "identity", in.Peer, "policy", d.Policy, "reason", d.Reason)
+		pd.log.Debug("connection denied", "conn", info.ID, "src", info.Src, "dst", info.Dst, "identity", in.Peer, "policy", d.Policy, "reason", d.Reason)
 		pd.p.cfg.Observer.Refused(info, err)
 		return fmt.Errorf("%w: %w", hbone.ErrDenied, err)
 	}

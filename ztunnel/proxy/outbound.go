@@ -83,7 +83,7 @@ func (pd *pod) serveOutbound(c net.Conn) {
 // the reset connection).
 func (pd *pod) refuse(c net.Conn, info *ConnInfo, err error) {
 	c.Close()
-	pd.log.Info("connection refused", "conn", info.ID, "direction", string(info.Direction), "src", info.Src, "dst", info.Dst,
+	pd.log.Debug("connection refused", "conn", info.ID, "direction", string(info.Direction), "src", info.Src, "dst", info.Dst,
 		"identity", info.SrcIdentity, "err", err)
 	pd.p.cfg.Observer.Refused(info, err)
 }

@@ -94,6 +94,7 @@ type Proxy struct {
 	stopped bool
 
 	stopping sync.WaitGroup // pods being removed
+	running  chan struct{}  // closed when Run starts
 }
 
 // tracked is an open connection: inbound ones are re-checked when policy
@@ -125,7 +126,7 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, log: log, pods: map[string]*pod{}, conns: map[*tracked]struct{}{}}, nil
+	return &Proxy{cfg: cfg, log: log, pods: map[string]*pod{}, conns: map[*tracked]struct{}{}, running: make(chan struct{})}, nil
 }
 
 // Run serves until ctx ends: it re-checks open inbound connections at every
@@ -139,6 +140,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.ctx = ctx
 	p.mu.Unlock()
+	close(p.running)
 	for {
 		changed := p.cfg.Tables.Changed()
 		p.recheck()
@@ -167,6 +169,9 @@ func (p *Proxy) shutdown() {
 	wg.Wait()
 	p.stopping.Wait()
 }
+
+// Running is closed once Run has started: from then on AddPod works.
+func (p *Proxy) Running() <-chan struct{} { return p.running }
 
 // AddPod starts serving pod (replacing a pod of the same uid) and returns
 // once its listeners are open, so that redirected traffic has somewhere to
