@@ -1,0 +1,193 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ambit-mesh/ambit/api/workload"
+	"github.com/ambit-mesh/ambit/internal/identity"
+	"github.com/ambit-mesh/ambit/internal/xds"
+	"github.com/ambit-mesh/ambit/ztunnel/inpod"
+	"github.com/ambit-mesh/ambit/ztunnel/proxy"
+	"github.com/ambit-mesh/ambit/ztunnel/state"
+	"github.com/ambit-mesh/ambit/ztunnel/telemetry"
+)
+
+// Readiness conditions.
+const (
+	condXDS     = "xds"
+	condHandoff = "handoff"
+)
+
+// Daemon is one ztunnel.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg and returns a Daemon; it does no I/O.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ztunnel config: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Daemon{cfg: cfg, log: log}, nil
+}
+
+// Run connects to istiod-lite and the node agent and serves until ctx ends;
+// then it stops accepting and drains established connections for
+// DrainTimeout.
+func (d *Daemon) Run(ctx context.Context) error {
+	roots, err := readRoots(d.cfg.RootCertFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	conn, err := grpc.NewClient(d.cfg.ControlPlane,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			RootCAs: pool, ServerName: d.cfg.serverName(), MinVersion: tls.VersionTLS13})),
+		grpc.WithPerRPCCredentials(identity.TokenCredentials{File: d.cfg.TokenFile}))
+	if err != nil {
+		return fmt.Errorf("ztunnel: control plane %s: %w", d.cfg.ControlPlane, err)
+	}
+	defer conn.Close()
+	p, err := d.build(conn, roots)
+	if err != nil {
+		return err
+	}
+	return p.run(ctx)
+}
+
+// parts are the running pieces of a ztunnel.
+type parts struct {
+	log       *slog.Logger
+	tables    *state.Tables
+	certs     *identity.Manager
+	proxy     *proxy.Proxy
+	handoff   *inpod.Client
+	xds       *xds.Client
+	telemetry *telemetry.Server
+	ready     *telemetry.Ready
+}
+
+// build makes the parts over a connection to istiod-lite.
+func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate) (*parts, error) {
+	cfg := d.cfg
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: trust domain: %w", err)
+	}
+	p := &parts{log: d.log, tables: state.NewTables(), ready: telemetry.NewReady(condXDS, condHandoff)}
+	p.certs, err = identity.NewManager(identity.Config{
+		Issuer:      identity.NewCAClient(conn, "", cfg.CertTTL), // the connection carries the token
+		TrustDomain: td, Roots: roots, Log: d.log.With("component", "certificates"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	rec, err := telemetry.NewRecorder(p.tables, d.log.With("component", "access"))
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	p.proxy, err = proxy.New(proxy.Config{
+		Tables: p.tables, Certs: p.certs, TrustDomain: td, ReadyTimeout: cfg.ReadyTimeout,
+		DrainTimeout: cfg.DrainTimeout, Observer: rec, Log: d.log.With("component", "proxy"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	p.handoff, err = inpod.New(inpod.Config{
+		Socket: cfg.Socket(), Proxy: p.proxy, Log: d.log.With("component", "handoff"),
+		Synced: func() { p.synced(condHandoff) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	p.xds, err = xds.NewClient(xds.Config{
+		Conn: conn, NodeID: cfg.NodeID(), Types: []string{workload.AddressType, workload.AuthorizationType},
+		Handler: p.tables, Synced: func() { p.synced(condXDS) }, Log: d.log.With("component", "xds"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	p.telemetry = telemetry.NewServer(telemetry.ServerConfig{
+		MetricsAddr: cfg.MetricsAddr, HealthAddr: cfg.HealthAddr, AdminAddr: cfg.AdminAddr,
+		Metrics: rec.Handler(), Ready: p.ready,
+		Dump: telemetry.Sources{Node: cfg.NodeName, Tables: p.tables.Dump, Certificates: p.certs.Certificates, Pods: p.proxy.PodInfos},
+	})
+	return p, nil
+}
+
+func (p *parts) synced(condition string) {
+	p.ready.Done(condition)
+	if len(p.ready.Pending()) == 0 {
+		p.log.Info("ready: configuration and the node agent's pods are in")
+	} else {
+		p.log.Info("synced", "condition", condition, "waiting for", p.ready.Pending())
+	}
+}
+
+// run runs every part until ctx ends or one fails. The hand-off client
+// starts once the proxy runs, so that the pods it adds can be served.
+func (p *parts) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.telemetry.Run(ctx) })
+	g.Go(func() error { return p.xds.Run(ctx) })
+	g.Go(func() error { return p.certs.Run(ctx) })
+	g.Go(func() error { return p.proxy.Run(ctx) })
+	g.Go(func() error {
+		select {
+		case <-p.proxy.Running():
+		case <-ctx.Done():
+			return nil
+		}
+		return p.handoff.Run(ctx)
+	})
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("ztunnel: %w", err)
+	}
+	return nil
+}
+
+// readRoots reads the PEM certificates of file.
+func readRoots(file string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel: mesh root: %w", err)
+	}
+	var out []*x509.Certificate
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ztunnel: mesh root %s: %w", file, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ztunnel: mesh root: no PEM certificate in %s", file)
+	}
+	return out, nil
+}
