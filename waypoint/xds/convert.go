@@ -1,8 +1,8 @@
 // Package xds turns istiod-lite's xDS resources (api/workload: Address =
 // Workload | Service, Authorization) into the waypoint's model.Snapshot.
-// The delta xDS client that receives them is still to come; it will call
-// Build with the resources it holds and hand the result to the server's
-// Update.
+// A [Store] is the handler of internal/xds's delta client: it holds the
+// resources received, calls Build with all of them after every response and
+// hands the result to the server's Update.
 package xds
 
 import (
