@@ -69,7 +69,7 @@ func TestRunServesHealthAfterConfig(t *testing.T) {
 	}
 	health := freeAddr(t)
 	args = append(args, "-health-addr", health)
-	o, err := parseFlags(args)
+	o, err := parseFlags(args, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +106,31 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-identity", "spiffe://cluster.local/ns/a/sa/b"},
 		{"-identity", "x", "-cert", "c", "-key", "k", "-bundle", "b", "-trace-sampling", "2"},
 	} {
-		if _, err := parseFlags(args); err == nil {
+		if _, err := parseFlags(args, func(string) string { return "" }); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}
+	}
+}
+
+func TestParseFlagsInClusterFromDeployerEnv(t *testing.T) {
+	env := map[string]string{
+		"POD_NAMESPACE": "demo", "SERVICE_ACCOUNT": "waypoint", "GATEWAY_NAME": "waypoint",
+		"CONTROL_PLANE_ADDR": "istiod-lite.istio-system.svc:15012", "TRUST_DOMAIN": "cluster.local",
+		"TOKEN_PATH": "/var/run/secrets/tokens/istio-token", "ROOT_CERT_PATH": "/var/run/secrets/istio/root-cert.pem",
+		"XDS_NODE_ID": "waypoint~demo~waypoint",
+	}
+	o, err := parseFlags(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.static() || o.cluster.Gateway != "waypoint" || o.cluster.NodeID != "waypoint~demo~waypoint" || o.cluster.TokenFile != env["TOKEN_PATH"] {
+		t.Errorf("options: %+v", o)
+	}
+	env["XDS_NODE_ID"] = "waypoint~demo~other"
+	if _, err := parseFlags(nil, func(k string) string { return env[k] }); err == nil {
+		t.Error("a node id naming another gateway was accepted")
+	}
+	if _, err := parseFlags([]string{"-config", "x.json"}, func(k string) string { return env[k] }); err == nil {
+		t.Error("-config without -cert was accepted")
 	}
 }
