@@ -39,6 +39,7 @@ func testConfig() Config {
 	c := DefaultConfig("/repo")
 	c.CacheDir = "/cache"
 	c.Helper = "/bin/ambit-cluster"
+	c.Prefix, c.APIPort = "ambit", 6443 // whatever AMBIT_PREFIX/AMBIT_API_PORT say
 	return c
 }
 
