@@ -24,7 +24,9 @@ func ambientNamespace(t *testing.T) *harness.Namespace {
 func daemonSetAway(t *testing.T, name, podLabel string) (restore func()) {
 	t.Helper()
 	ctx := context.Background()
-	kubectl := func(args ...string) (string, error) { return cl.Kubectl(ctx, "", append([]string{"-n", "istio-system"}, args...)...) }
+	kubectl := func(args ...string) (string, error) {
+		return cl.Kubectl(ctx, "", append([]string{"-n", "istio-system"}, args...)...)
+	}
 	if _, err := kubectl("patch", "daemonset", name, "-p",
 		`{"spec":{"template":{"spec":{"nodeSelector":{"ambit.dev/e2e-no-such-node":"true"}}}}}`); err != nil {
 		t.Fatal(err)
