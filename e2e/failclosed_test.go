@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +162,25 @@ spec:
 	restore()
 	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/late")
 	waitRedirection(ns, "enabled", "late", "client")
+	// The restarted agent re-applied the running pod's rules: exactly one copy, as
+	// rendered (cni/rules golden).
+	uid := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.metadata.uid}"))
+	podNS, err := harness.PodNetnsPath(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command("nsenter", "--net="+podNS, "--", "nft", "list", "ruleset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list ruleset in the client pod: %v: %s", err, got)
+	}
+	golden, err := os.ReadFile("../cni/rules/testdata/pod-default.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := strings.Cut(string(golden), "ip rule:")
+	if strings.TrimSpace(string(got)) != strings.TrimSpace(want) {
+		t.Fatalf("client pod rules after the agent restart differ from cni/rules/testdata/pod-default.golden:\n%s", got)
+	}
 	target := "echo." + ns.Name + ".svc.cluster.local:9000"
 	ns.Eventually(time.Minute, "enrolled pods still reach echo after the agent restart", func() error {
 		return tcpEcho(ns.Name, "client", target, "agent-back")

@@ -258,3 +258,31 @@ func dumpComponentLogs(dir string) {
 		fmt.Fprintf(os.Stderr, "=== %s (last %d lines)\n%s\n", f, len(lines), strings.Join(lines, "\n"))
 	}
 }
+
+// PodNetnsPath finds the network namespace of a running pod from the host: every
+// container process of the pod sits in a cgroup whose path names the pod UID.
+func PodNetnsPath(uid string) (string, error) {
+	var found string
+	want := "pod" + uid
+	err := filepath.WalkDir("/sys/fs/cgroup/pids", func(p string, d os.DirEntry, err error) error {
+		if err != nil || found != "" || !d.IsDir() || !strings.Contains(p, want) {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			found = "/proc/" + f[0] + "/ns/net"
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if found == "" {
+		return "", fmt.Errorf("no process of pod %s found in the pids cgroup hierarchy", uid)
+	}
+	return found, nil
+}
