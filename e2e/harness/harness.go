@@ -264,13 +264,14 @@ func dumpComponentLogs(dir string) {
 func PodNetnsPath(uid string) (string, error) {
 	var found string
 	want := "pod" + uid
-	err := filepath.WalkDir("/sys/fs/cgroup/pids", func(p string, d os.DirEntry, err error) error {
-		if err != nil || found != "" || !d.IsDir() || !strings.Contains(p, want) {
-			return nil
+	// Cgroups come and go while we walk: a directory that vanished is skipped.
+	err := filepath.WalkDir("/sys/fs/cgroup/pids", func(p string, d os.DirEntry, walkErr error) error {
+		if walkErr != nil || found != "" || !d.IsDir() || !strings.Contains(p, want) {
+			return nil //nolint:nilerr // see above
 		}
-		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil {
-			return nil
+		b, readErr := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if readErr != nil {
+			return nil //nolint:nilerr // see above
 		}
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			found = "/proc/" + f[0] + "/ns/net"
