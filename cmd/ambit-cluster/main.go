@@ -9,12 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/ambit-mesh/ambit/e2e/cluster"
 	"github.com/ambit-mesh/ambit/e2e/image"
+	"github.com/ambit-mesh/ambit/internal/shutdown"
 )
 
 const usage = `usage: ambit-cluster [flags] up|down|status|images|load-image TAR
@@ -47,12 +46,9 @@ func main() {
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal drains; a second one exits at once.
+	ctx, stop := shutdown.Context(context.Background())
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills at once
-	}()
 	if cluster.ForwardCommand(args) {
 		if err := cluster.RunForward(ctx, args, log); err != nil {
 			log.Error("forward", "err", err)

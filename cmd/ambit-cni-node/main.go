@@ -11,15 +11,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ambit-mesh/ambit/cni/agent"
+	"github.com/ambit-mesh/ambit/internal/shutdown"
 )
 
 func main() {
@@ -100,15 +99,8 @@ func run(cfg agent.Config, kubeconfig string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	go func() {
-		// A second signal exits at once.
-		<-ctx.Done()
-		stop()
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGTERM, os.Interrupt)
-		<-c
-		os.Exit(1)
-	}()
+	// The first signal drains; a second one exits at once.
+	ctx, stop := shutdown.Context(context.Background())
+	defer stop()
 	return a.Run(ctx)
 }

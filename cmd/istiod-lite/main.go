@@ -11,12 +11,11 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ambit-mesh/ambit/internal/shutdown"
 	"github.com/ambit-mesh/ambit/istiod-lite/server"
 )
 
@@ -32,16 +31,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		// A second signal exits at once.
-		<-ctx.Done()
-		stop()
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
-		<-c
-		os.Exit(1)
-	}()
+	// The first signal drains; a second one exits at once.
+	ctx, stop := shutdown.Context(context.Background())
+	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -13,9 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/ambit-mesh/ambit/internal/shutdown"
 	"github.com/ambit-mesh/ambit/waypoint/daemon"
 	"github.com/ambit-mesh/ambit/waypoint/proxy"
 	"github.com/ambit-mesh/ambit/waypoint/server"
@@ -123,12 +122,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal drains; a second one exits at once.
+	ctx, stop := shutdown.Context(context.Background())
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills at once
-	}()
 	if err := run(ctx, o, log); err != nil {
 		log.Error("waypoint failed", "err", err)
 		os.Exit(1)

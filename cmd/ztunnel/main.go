@@ -11,9 +11,8 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/ambit-mesh/ambit/internal/shutdown"
 	"github.com/ambit-mesh/ambit/ztunnel/daemon"
 )
 
@@ -29,16 +28,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		// The first signal drains; a second one exits at once.
-		<-ctx.Done()
-		stop()
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
-		<-c
-		os.Exit(1)
-	}()
+	// The first signal drains; a second one exits at once.
+	ctx, stop := shutdown.Context(context.Background())
+	defer stop()
 	if err := d.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
