@@ -2,18 +2,15 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/ambit-mesh/ambit/internal/identity"
 	"github.com/ambit-mesh/ambit/internal/xds"
@@ -44,20 +41,10 @@ func New(cfg Config) (*Daemon, error) {
 
 // Run connects to istiod-lite and serves until ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
-	roots, err := readRoots(d.id.TrustDomain(), d.cfg.RootCertFile)
+	conn, roots, err := identity.ControlPlane{Addr: d.cfg.ControlPlane, ServerName: d.cfg.serverName(),
+		RootFile: d.cfg.RootCertFile, TokenFile: d.cfg.TokenFile, Domain: d.id.TrustDomain()}.Dial()
 	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	conn, err := grpc.NewClient(d.cfg.ControlPlane,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-			RootCAs: pool, ServerName: d.cfg.serverName(), MinVersion: tls.VersionTLS13})),
-		grpc.WithPerRPCCredentials(identity.TokenCredentials{File: d.cfg.TokenFile}))
-	if err != nil {
-		return fmt.Errorf("waypoint: control plane %s: %w", d.cfg.ControlPlane, err)
+		return fmt.Errorf("waypoint: %w", err)
 	}
 	defer conn.Close()
 	return d.Serve(ctx, conn, roots)
@@ -159,16 +146,4 @@ func (g *gate) open() {
 		g.log.Warn("proxy kept the previous version of invalid routes or policies", "err", err)
 	}
 	g.pending = nil
-}
-
-// readRoots reads the PEM certificates of file.
-func readRoots(td spiffeid.TrustDomain, file string) ([]*x509.Certificate, error) {
-	b, err := x509bundle.Load(td, file)
-	if err != nil {
-		return nil, fmt.Errorf("waypoint: root certificate: %w", err)
-	}
-	if b.Empty() {
-		return nil, fmt.Errorf("waypoint: no certificate in %s", file)
-	}
-	return b.X509Authorities(), nil
 }

@@ -2,17 +2,13 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/internal/identity"
@@ -51,20 +47,14 @@ func New(cfg Config) (*Daemon, error) {
 // then it stops accepting and drains established connections for
 // DrainTimeout.
 func (d *Daemon) Run(ctx context.Context) error {
-	roots, err := readRoots(d.cfg.RootCertFile)
+	td, err := spiffeid.TrustDomainFromString(d.cfg.TrustDomain)
 	if err != nil {
-		return err
+		return fmt.Errorf("ztunnel: %w", err) // validated in New
 	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	conn, err := grpc.NewClient(d.cfg.ControlPlane,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-			RootCAs: pool, ServerName: d.cfg.serverName(), MinVersion: tls.VersionTLS13})),
-		grpc.WithPerRPCCredentials(identity.TokenCredentials{File: d.cfg.TokenFile}))
+	conn, roots, err := identity.ControlPlane{Addr: d.cfg.ControlPlane, ServerName: d.cfg.serverName(),
+		RootFile: d.cfg.RootCertFile, TokenFile: d.cfg.TokenFile, Domain: td}.Dial()
 	if err != nil {
-		return fmt.Errorf("ztunnel: control plane %s: %w", d.cfg.ControlPlane, err)
+		return fmt.Errorf("ztunnel: %w", err)
 	}
 	defer conn.Close()
 	p, err := d.build(conn, roots)
@@ -163,31 +153,4 @@ func (p *parts) run(ctx context.Context) error {
 		return fmt.Errorf("ztunnel: %w", err)
 	}
 	return nil
-}
-
-// readRoots reads the PEM certificates of file.
-func readRoots(file string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("ztunnel: mesh root: %w", err)
-	}
-	var out []*x509.Certificate
-	for rest := b; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("ztunnel: mesh root %s: %w", file, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("ztunnel: mesh root: no PEM certificate in %s", file)
-	}
-	return out, nil
 }

@@ -157,7 +157,7 @@ func TestRunNeedsTheMeshRoot(t *testing.T) {
 	if err := os.WriteFile(cfg.RootCertFile, []byte("not PEM"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+	if err := d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "mesh root") || !strings.Contains(err.Error(), "no PEM blocks") {
 		t.Fatalf("garbage root: %v", err)
 	}
 }
