@@ -338,6 +338,21 @@ spec:
 		}
 		return nil
 	})
+	// Programmed once the waypoint pod is Ready, with the Service's address in status:
+	// the address clients use to reach the waypoint.
+	ns.Kubectl("rollout", "status", "deployment/waypoint", "--timeout=2m")
+	svcIP := strings.TrimSpace(ns.Kubectl("get", "service", "waypoint", "-o", "jsonpath={.spec.clusterIP}"))
+	ns.Eventually(time.Minute, "Gateway Programmed with the waypoint Service's address", func() error {
+		out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "gateway", "waypoint", "-o",
+			`jsonpath={.status.conditions[?(@.type=="Programmed")].status} {.status.addresses[*].value}`)
+		if err != nil {
+			return err
+		}
+		if want := "True " + svcIP; strings.TrimSpace(out) != want {
+			return fmt.Errorf("Programmed and addresses = %q, want %q", out, want)
+		}
+		return nil
+	})
 }
 
 // Last: restarts istiod-lite.
