@@ -278,7 +278,10 @@ func (a *Agent) reconcile(ctx context.Context, key string, sweep bool) error {
 		}
 	}
 	_, have = a.enrolled[pod.UID]
-	return a.annotate(ctx, pod, have)
+	if err := a.annotate(ctx, pod, have); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 // removeStale removes rules a previous run left in a pod that is not wanted.
@@ -302,17 +305,23 @@ func (a *Agent) removeStale(pod *corev1.Pod) error {
 	return rules.Remove(int(f.Fd()), a.podRules.Family, a.podRules.Route)
 }
 
-// enroll applies the pod's redirection, registers it with ztunnel and marks it. It
-// takes ownership of f. Callers hold a.mu.
+// enroll applies the pod's redirection, registers it with ztunnel and marks it. It is
+// all or nothing: when a step fails (the pod deleted meanwhile included), what the
+// earlier steps did is undone, so neither rules nor a ztunnel registration are left
+// behind. It takes ownership of f. Callers hold a.mu.
 func (a *Agent) enroll(ctx context.Context, pod *corev1.Pod, f *os.File, ips []netip.Addr) error {
-	if err := rules.Apply(int(f.Fd()), a.podRules); err != nil {
-		f.Close()
-		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
+	wrap := func(err error) error { return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err) }
 	zf, err := dup(f)
 	if err != nil {
 		f.Close()
-		return err
+		return wrap(err)
+	}
+	if err := rules.Apply(int(f.Fd()), a.podRules); err != nil {
+		// Apply may stop between the table and the policy routing.
+		rerr := rules.Remove(int(f.Fd()), a.podRules.Family, a.podRules.Route)
+		zf.Close()
+		f.Close()
+		return errors.Join(wrap(err), rerr)
 	}
 	if old, ok := a.enrolled[pod.UID]; ok && old.netns != f {
 		old.netns.Close()
@@ -320,12 +329,18 @@ func (a *Agent) enroll(ctx context.Context, pod *corev1.Pod, f *os.File, ips []n
 	a.enrolled[pod.UID] = &member{key: pod.Namespace + "/" + pod.Name, netns: f, ips: ips}
 	if err := a.applyHost(); err != nil {
 		zf.Close()
-		return errors.Join(err, a.undo(pod.UID))
+		return errors.Join(wrap(err), a.undo(pod.UID))
 	}
 	if err := a.zds.Add(zds.Workload{UID: string(pod.UID), Info: workloadInfo(pod), Netns: zf}); err != nil {
-		return errors.Join(fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err), a.undo(pod.UID))
+		return errors.Join(wrap(err), a.undo(pod.UID))
 	}
-	return a.annotate(ctx, pod, true)
+	if err := a.annotate(ctx, pod, true); err != nil {
+		if apierrors.IsNotFound(err) {
+			err = fmt.Errorf("%w: %w", ErrPodGone, err)
+		}
+		return errors.Join(wrap(err), a.zds.Del(string(pod.UID)), a.undo(pod.UID))
+	}
+	return nil
 }
 
 // undo reverts a half-done enrollment. Callers hold a.mu.
@@ -339,7 +354,7 @@ func (a *Agent) undo(uid types.UID) error {
 // release unmarks the pod first (so the control plane stops sending it mesh traffic),
 // then tells ztunnel, then removes the rules. Callers hold a.mu.
 func (a *Agent) release(ctx context.Context, pod *corev1.Pod, m *member) error {
-	if err := a.annotate(ctx, pod, false); err != nil {
+	if err := a.annotate(ctx, pod, false); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	zerr := a.zds.Del(string(pod.UID))
