@@ -105,12 +105,8 @@ func metricSum(text, name string, want ...string) float64 {
 // service account, and removing the label releases the pods.
 func TestAmbientUserStory(t *testing.T) {
 	ns := cl.NewNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client")
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
-	echoPod := strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].metadata.name}"))
-	target := "echo." + ns.Name + ".svc.cluster.local:9000"
+	app := deployEchoAndClient(t, ns, "")
+	nodes, echoPod, target := app.nodes, app.echoPod, app.target
 	// kube-proxy programs the new Service's endpoints within a second or so.
 	ns.Eventually(time.Minute, "plain traffic before enrollment", func() error {
 		return tcpEcho(ns.Name, "client", target, "before-enrollment")
@@ -157,16 +153,7 @@ func TestAmbientUserStory(t *testing.T) {
 	// 3. Only the client's service account may reach echo.
 	other := cl.NewNamespace(t)
 	other.Kubectl("label", "namespace", other.Name, "istio.io/dataplane-mode=ambient")
-	other.Apply(fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {name: intruder}
-spec:
-  nodeSelector: {kubernetes.io/hostname: %s}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: client, image: ambit.local/client:dev, imagePullPolicy: Never, args: ["sleep"]}
-`, nodes[0]))
+	other.Apply(sleeperPod("intruder", nodes[0], ""))
 	other.Wait(2*time.Minute, "--for=condition=Ready", "pod/intruder")
 	if err := tcpEcho(other.Name, "intruder", target, "before-policy"); err != nil {
 		t.Fatalf("the second client cannot reach echo even before the policy: %v", err)

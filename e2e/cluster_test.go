@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambit-mesh/ambit/e2e/harness"
 )
 
 // Two workloads on different nodes: echo (HTTP 8080, TCP 9000) behind a Service, and a
@@ -60,6 +62,43 @@ spec:
     args: ["sleep"]
 `
 
+// echoApp is echoAndClient deployed and running.
+type echoApp struct {
+	nodes   []string // nodes[0] runs the client, nodes[1] echo
+	echoPod string
+	target  string // echo's TCP echo through its Service's DNS name
+}
+
+// deployEchoAndClient applies echoAndClient (plus extra manifests, if any) with the
+// client and echo on different nodes, and waits until both are Ready.
+func deployEchoAndClient(t *testing.T, ns *harness.Namespace, extra string) echoApp {
+	t.Helper()
+	nodes := nodeNames(t)
+	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]) + extra)
+	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
+	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client")
+	return echoApp{
+		nodes:   nodes,
+		echoPod: strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].metadata.name}")),
+		target:  "echo." + ns.Name + ".svc.cluster.local:9000",
+	}
+}
+
+// sleeperPod is a pod of the client image that waits to be exec'ed into.
+func sleeperPod(name, node, labels string) string {
+	return fmt.Sprintf(`
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, labels: {%s}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: %s}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: client, image: ambit.local/client:dev, imagePullPolicy: Never, args: ["sleep"]}
+`, name, labels, node)
+}
+
 // nodeNames returns the cluster's node names, sorted.
 func nodeNames(t *testing.T) []string {
 	t.Helper()
@@ -76,12 +115,7 @@ func nodeNames(t *testing.T) []string {
 
 func TestClientOnOneNodeReachesServiceByDNSOnAnother(t *testing.T) {
 	ns := cl.NewNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client")
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
-
-	echoPod := strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].metadata.name}"))
+	echoPod := deployEchoAndClient(t, ns, "").echoPod
 	echoNode := strings.TrimSpace(ns.Kubectl("get", "pod", echoPod, "-o", "jsonpath={.spec.nodeName}"))
 	clientNode := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.spec.nodeName}"))
 	if echoNode == clientNode {
@@ -112,9 +146,7 @@ func TestClientOnOneNodeReachesServiceByDNSOnAnother(t *testing.T) {
 
 func TestDeletedPodIsReplaced(t *testing.T) {
 	ns := cl.NewNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
+	deployEchoAndClient(t, ns, "")
 	old := strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].metadata.uid}"))
 
 	ns.Kubectl("delete", "pods", "-l", "app=echo", "--wait=false")
@@ -172,9 +204,7 @@ spec:
 
 func TestPortForwardReachesPod(t *testing.T) {
 	ns := cl.NewNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
+	deployEchoAndClient(t, ns, "")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -218,8 +248,7 @@ func TestPortForwardReachesPod(t *testing.T) {
 
 func TestDeploymentScalesUpAndDown(t *testing.T) {
 	ns := cl.NewNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
+	deployEchoAndClient(t, ns, "")
 	for _, n := range []int{1, 3, 1} {
 		ns.Kubectl("scale", "deployment/echo", fmt.Sprintf("--replicas=%d", n))
 		ns.Eventually(2*time.Minute, fmt.Sprintf("deployment at %d ready pods", n), func() error {

@@ -65,39 +65,22 @@ func daemonSetAway(t *testing.T, name, podLabel string) (restore func()) {
 func TestAmbientNewPodWithProbeIsEnrolledAndOptOutIsNot(t *testing.T) {
 	ns := ambientNamespace(t)
 	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]) + `
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: optout
-  labels: {istio.io/dataplane-mode: none}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: client, image: ambit.local/client:dev, imagePullPolicy: Never, args: ["sleep"]}
-`)
 	// echo has an HTTP readiness probe: kubelet's probes must still reach it.
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
-	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client", "pod/optout")
-	echoPod := strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].metadata.name}"))
-	waitRedirection(ns, "enabled", echoPod, "client")
+	app := deployEchoAndClient(t, ns, sleeperPod("optout", nodes[0], "istio.io/dataplane-mode: none"))
+	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/optout")
+	waitRedirection(ns, "enabled", app.echoPod, "client")
 	if a := ns.Kubectl("get", "pod", "optout", "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`); a != "" {
 		t.Fatalf("pod labeled istio.io/dataplane-mode=none was captured: annotation %q", a)
 	}
-	target := "echo." + ns.Name + ".svc.cluster.local:9000"
 	ns.Eventually(time.Minute, "meshed client reaches echo", func() error {
-		return tcpEcho(ns.Name, "client", target, "meshed")
+		return tcpEcho(ns.Name, "client", app.target, "meshed")
 	})
 }
 
 func TestAmbientFailsClosedWithoutZtunnel(t *testing.T) {
 	ns := ambientNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
-	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client")
-	target := "echo." + ns.Name + ".svc.cluster.local:9000"
+	app := deployEchoAndClient(t, ns, "")
+	nodes, target := app.nodes, app.target
 	ns.Eventually(time.Minute, "traffic through the mesh", func() error {
 		return tcpEcho(ns.Name, "client", target, "with-ztunnel")
 	})
@@ -127,23 +110,11 @@ func TestAmbientFailsClosedWithoutZtunnel(t *testing.T) {
 
 func TestAmbientNodeAgentDownBlocksNewPodsUntilBack(t *testing.T) {
 	ns := ambientNamespace(t)
-	nodes := nodeNames(t)
-	ns.Apply(fmt.Sprintf(echoAndClient, nodes[0], nodes[1]))
-	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
-	ns.Wait(2*time.Minute, "--for=condition=Ready", "pod/client")
+	app := deployEchoAndClient(t, ns, "")
 	waitRedirection(ns, "enabled", "client")
 
 	restore := daemonSetAway(t, "ambit-cni-node", "app.kubernetes.io/name=ambit-cni-node")
-	ns.Apply(fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {name: late}
-spec:
-  nodeSelector: {kubernetes.io/hostname: %s}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: client, image: ambit.local/client:dev, imagePullPolicy: Never, args: ["sleep"]}
-`, nodes[0]))
+	ns.Apply(sleeperPod("late", app.nodes[0], ""))
 	ns.Eventually(time.Minute, "a sandbox failure event naming the node agent", func() error {
 		out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "events",
 			"--field-selector", "involvedObject.name=late,reason=FailedCreatePodSandBox", "-o", "jsonpath={.items[*].message}")
@@ -181,8 +152,7 @@ spec:
 	if strings.TrimSpace(string(got)) != strings.TrimSpace(want) {
 		t.Fatalf("client pod rules after the agent restart differ from cni/rules/testdata/pod-default.golden:\n%s", got)
 	}
-	target := "echo." + ns.Name + ".svc.cluster.local:9000"
 	ns.Eventually(time.Minute, "enrolled pods still reach echo after the agent restart", func() error {
-		return tcpEcho(ns.Name, "client", target, "agent-back")
+		return tcpEcho(ns.Name, "client", app.target, "agent-back")
 	})
 }
