@@ -1,0 +1,284 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
+
+	"github.com/ambit-mesh/ambit/internal/hbone"
+	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
+	"github.com/ambit-mesh/ambit/internal/identity"
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/privtest"
+	"github.com/ambit-mesh/ambit/ztunnel/state"
+)
+
+// raiseNoFile lifts RLIMIT_NOFILE to at least n for the test (each tunneled
+// connection holds four sockets in this process) and restores it after.
+func raiseNoFile(t *testing.T, n uint64) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Cur >= n {
+		return
+	}
+	lim := unix.Rlimit{Cur: n, Max: max(n, old.Max)}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("raise RLIMIT_NOFILE to %d: %v", n, err)
+	}
+	t.Cleanup(func() { _ = unix.Setrlimit(unix.RLIMIT_NOFILE, &old) })
+}
+
+// startTunedZtunnel is startZtunnel with tune adjusting the Config.
+func startTunedZtunnel(t *testing.T, ctx context.Context, ca *hbonetest.CA, pod Pod, tune func(*Config)) *ztunnel {
+	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
+		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := &ztunnel{tables: state.NewTables(), obs: newCounter()}
+	cfg := Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: z.obs,
+		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second}
+	tune(&cfg)
+	if z.proxy, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- z.proxy.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	<-z.proxy.Running()
+	if err := z.proxy.AddPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	return z
+}
+
+func openFDs(t *testing.T) int {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// pyEcho is the pod's application: an echo server on port inside netns ns,
+// in its own process so that its sockets do not count against this one's
+// RLIMIT_NOFILE. It is killed at cleanup.
+const pyEcho = `
+import asyncio, sys
+async def echo(r, w):
+    try:
+        while True:
+            b = await r.read(65536)
+            if not b:
+                break
+            w.write(b)
+            await w.drain()
+    except Exception:
+        pass
+    w.close()
+async def main():
+    s = await asyncio.start_server(echo, "0.0.0.0", int(sys.argv[1]), backlog=4096)
+    print("ready", flush=True)
+    await s.serve_forever()
+asyncio.run(main())
+`
+
+func startPyEcho(t *testing.T, ns string, port int) {
+	cmd := exec.Command("ip", "netns", "exec", ns, "python3", "-c", pyEcho, strconv.Itoa(port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("echo server: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("echo server did not start: %q, %v", line, err)
+	}
+}
+
+// TestPrivilegedTenThousandTunnelsLeakNothing opens 10,000 HBONE tunnels at
+// once from pod a's network namespace to pod b's ztunnel (15008: mTLS,
+// authorization, the connection to the app inside pod b, the relay), checks
+// every one carries bytes and is tracked by the proxy, closes them all, and
+// checks that goroutines and open file descriptors come back to what they
+// were before.
+//
+// The client is ztunnel's own pooled HBONE client (<= 100 tunnels per
+// connection), in this process; the app is a separate process. Two whole
+// ztunnels plus the app in one process would need 40,000 descriptors, more
+// than the 20,000 hard limit of our CI machines (no CAP_SYS_RESOURCE); this
+// way the process under test holds one descriptor per tunnel plus the pool.
+func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
+	privtest.Require(t)
+	const (
+		n       = 10000
+		workers = 64
+		slack   = 5 // goroutines or fds the runtime may hold on to
+	)
+	raiseNoFile(t, n+n/2)
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa := tp.handle(t, "pa")
+	t.Cleanup(func() { hpa.Close() })
+	zb := startTunedZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
+		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, func(*Config) {})
+	wa, wb, svc := workloads()
+	zb.tables.UpsertWorkload(wa)
+	zb.tables.UpsertWorkload(wb)
+	zb.tables.UpsertService(svc)
+	startPyEcho(t, tp.ns("pb"), 8080)
+
+	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
+		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := certs.SVID(ctx, idA); err != nil { // loads the bundle too
+		t.Fatal(err)
+	}
+	client, err := hbone.NewClient(hbone.ClientConfig{SVIDs: certs, Bundles: certs, IdleTimeout: 200 * time.Millisecond,
+		DialTCP: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+			return hpa.Dial(ctx, dst.String(), netns.SocketOptions{Mark: DefaultMark})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, target := netip.AddrPortFrom(ipB, HBONEPort), netip.AddrPortFrom(ipB, 8080)
+	tunnel := func() (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := client.Dial(dctx, hbone.Request{Source: idA, Destination: idB, SourceIP: ipA, Server: server, Target: target})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+
+	settle := func(what string, goroutines, fds int, within time.Duration) (int, int) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			g, f := runtime.NumGoroutine(), openFDs(t)
+			if zb.proxy.Connections() == 0 && g <= goroutines && f <= fds {
+				return g, f
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d goroutines (want <= %d), %d fds (want <= %d), %d connections tracked",
+					what, g, goroutines, f, fds, zb.proxy.Connections())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// Warm up (certificates, first pooled connection), let the pool go
+	// idle, then take the baseline.
+	c, err := tunnel()
+	if err != nil {
+		t.Fatalf("warm-up: %v", err)
+	}
+	if got, err := echo(c, "warm"); err != nil || got != "warm" {
+		t.Fatalf("warm-up: %q, %v", got, err)
+	}
+	c.Close()
+	time.Sleep(500 * time.Millisecond) // the pooled connection idles out
+	baseG, baseF := settle("baseline", 1<<30, 1<<30, 5*time.Second)
+	t.Logf("baseline: %d goroutines, %d fds", baseG, baseF)
+
+	start := time.Now()
+	conns := make([]net.Conn, n)
+	defer func() { // on failure too
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				c, err := tunnel()
+				if err == nil {
+					conns[i] = c
+					msg := fmt.Sprintf("%05d", i)
+					var got string
+					if got, err = echo(c, msg); err == nil && got != msg {
+						err = fmt.Errorf("echo %q came back %q", msg, got)
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("tunnel %d: %w", i, err)
+					next.Store(n)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := zb.proxy.Connections(); got != n {
+		t.Fatalf("with %d tunnels open, ztunnel tracks %d", n, got)
+	}
+	t.Logf("%d tunnels open in %v: %d goroutines, %d fds", n, time.Since(start).Round(time.Millisecond), runtime.NumGoroutine(), openFDs(t))
+	// Every one still works with all the others open.
+	for _, i := range []int{0, n / 2, n - 1} {
+		if got, err := echo(conns[i], "still"); err != nil || got != "still" {
+			t.Fatalf("tunnel %d with all open: %q, %v", i, got, err)
+		}
+	}
+
+	start = time.Now()
+	for i, c := range conns {
+		c.Close()
+		conns[i] = nil
+	}
+	g, f := settle("after closing", baseG+slack, baseF+slack, 15*time.Second)
+	t.Logf("back to %d goroutines, %d fds in %v", g, f, time.Since(start).Round(time.Millisecond))
+	if o, cl := zb.obs.get(zb.obs.opened, Inbound), zb.obs.get(zb.obs.closed, Inbound); o != n+1 || cl != n+1 {
+		t.Errorf("ztunnel saw %d inbound opened and %d closed, want %d each", o, cl, n+1)
+	}
+}
