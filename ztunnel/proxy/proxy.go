@@ -307,11 +307,15 @@ func (p *Proxy) recheck() {
 	}
 }
 
-// authorize decides an inbound connection to w: its waypoint, if any, is
-// the only mesh client it accepts (no bypass), then L4 policy.
+// authorize decides an inbound connection to w: its waypoints (its own and
+// those of the services it serves), if any, are the only mesh clients it
+// accepts (no bypass), then L4 policy.
 func (p *Proxy) authorize(w *state.Workload, c authz.Conn) authz.Decision {
-	if w.Waypoint != nil && !c.Peer.IsZero() {
-		if wid, ok := p.waypointIdentity(w.Waypoint); !ok || wid != c.Peer {
+	if wps := p.cfg.Tables.Waypoints(w); len(wps) > 0 && !c.Peer.IsZero() {
+		if !slices.ContainsFunc(wps, func(wp *state.Waypoint) bool {
+			wid, ok := p.waypointIdentity(wp)
+			return ok && wid == c.Peer
+		}) {
 			return authz.Decision{Reason: "destination is bound to a waypoint; only the waypoint may connect"}
 		}
 	}

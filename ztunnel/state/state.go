@@ -333,6 +333,24 @@ func (t *Tables) Endpoints(s *Service) []*Workload {
 	return slices.Clone(t.endpoints[s.Key()])
 }
 
+// Waypoints returns the waypoints that alone may send w mesh traffic: its own
+// (traffic addressed to its IP) and those of the services it is an endpoint of.
+// DESIGN.md: a destination bound to a waypoint accepts mesh traffic only from it.
+func (t *Tables) Waypoints(w *Workload) []*Waypoint {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []*Waypoint
+	if w.Waypoint != nil {
+		out = append(out, w.Waypoint)
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.Services)) {
+		if s := t.byKey[key]; s != nil && s.Waypoint != nil {
+			out = append(out, s.Waypoint)
+		}
+	}
+	return out
+}
+
 // PoliciesFor returns the policies that apply to w, in name order.
 func (t *Tables) PoliciesFor(w *Workload) []*authz.Policy {
 	t.mu.RLock()
