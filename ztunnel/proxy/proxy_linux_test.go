@@ -76,7 +76,7 @@ type ztunnel struct {
 	obs    *counter
 }
 
-func startZtunnel(t *testing.T, ctx context.Context, ca *hbonetest.CA, pod Pod) *ztunnel {
+func startZtunnel(t testing.TB, ctx context.Context, ca *hbonetest.CA, pod Pod) *ztunnel {
 	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
 		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
 			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
@@ -116,7 +116,7 @@ func startZtunnel(t *testing.T, ctx context.Context, ca *hbonetest.CA, pod Pod) 
 }
 
 // echoServer serves echo on port inside h and reports client addresses.
-func echoServer(t *testing.T, ctx context.Context, h *netns.Handle, port string) <-chan netip.AddrPort {
+func echoServer(t testing.TB, ctx context.Context, h *netns.Handle, port string) <-chan netip.AddrPort {
 	ln, err := h.Listen(ctx, ":"+port, netns.SocketOptions{})
 	if err != nil {
 		t.Fatal(err)

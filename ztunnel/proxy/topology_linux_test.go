@@ -30,7 +30,7 @@ type topology struct {
 
 func (tp *topology) ns(name string) string { return tp.prefix + name }
 
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -38,7 +38,7 @@ func run(t *testing.T, args ...string) {
 	}
 }
 
-func newTopology(t *testing.T) *topology {
+func newTopology(t testing.TB) *topology {
 	tp := &topology{prefix: fmt.Sprintf("azt%d-", os.Getpid())}
 	for _, n := range []string{"na", "nb", "pa", "pb"} {
 		run(t, "ip", "netns", "add", tp.ns(n))
@@ -69,7 +69,7 @@ func newTopology(t *testing.T) *topology {
 
 // installPodRules loads the CNI's golden in-pod ruleset with nft and adds its
 // policy routing.
-func (tp *topology) installPodRules(t *testing.T, pod string) {
+func (tp *topology) installPodRules(t testing.TB, pod string) {
 	golden, err := os.ReadFile(podRulesGolden)
 	if err != nil {
 		t.Fatalf("in-pod rules: %v", err)
@@ -87,7 +87,7 @@ func (tp *topology) installPodRules(t *testing.T, pod string) {
 	run(t, "ip", "-n", pod, "route", "add", "local", "default", "dev", "lo", "table", "133")
 }
 
-func (tp *topology) handle(t *testing.T, name string) *netns.Handle {
+func (tp *topology) handle(t testing.TB, name string) *netns.Handle {
 	h, err := netns.Open("/run/netns/" + tp.ns(name))
 	if err != nil {
 		t.Fatal(err)
