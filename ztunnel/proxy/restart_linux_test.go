@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/privtest"
+)
+
+// TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes restarts each ztunnel
+// as a rollout does: a new instance binds the pod's listeners beside the old
+// one (SO_REUSEPORT), then the old one stops accepting and drains. A
+// connection established before both restarts keeps carrying bytes
+// throughout, new connections work within 1 s of each takeover, and they are
+// served by the new instances.
+func TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes(t *testing.T) {
+	privtest.Require(t)
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
+	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	// Old instances drain longer than the test runs: the long-lived
+	// connection must survive on the old ones, not be cut at the deadline.
+	tune := func(c *Config) {
+		c.DrainTimeout = time.Minute
+		wa, wb, svc := workloads()
+		c.Tables.UpsertWorkload(wa)
+		c.Tables.UpsertWorkload(wb)
+		c.Tables.UpsertService(svc)
+	}
+	podA := func() Pod {
+		return Pod{UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a", Sockets: NewNetnsSockets(tp.handle(t, "pa"), DefaultMark)}
+	}
+	podB := func() Pod {
+		return Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b", Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}
+	}
+	za := startTunedZtunnel(t, ctx, ca, podA(), tune)
+	zb := startTunedZtunnel(t, ctx, ca, podB(), tune)
+	peers := echoServer(t, ctx, hpb, "8080")
+
+	long := dial(t, hpa, "10.77.2.2:8080")
+	if got, err := echo(long, "hello"); err != nil || got != "hello" {
+		t.Fatalf("long-lived connection: %q, %v", got, err)
+	}
+	<-peers
+
+	restart := func(name string, old *ztunnel, uid string, pod Pod, dir Direction) {
+		t.Helper()
+		fresh := startTunedZtunnel(t, ctx, ca, pod, tune) // binds beside old
+		old.proxy.RemovePod(uid)                          // old stops accepting, drains
+		took := time.Now()
+		oldOpened := old.obs.get(old.obs.opened, dir)
+
+		if got, err := echo(long, "during "+name); err != nil || got != "during "+name {
+			t.Fatalf("long-lived connection after %s restarted: %q, %v", name, got, err)
+		}
+		// New connections: the first within 1 s, then every one.
+		var first time.Duration
+		for i := 0; i < 20; i++ {
+			msg := fmt.Sprintf("new %d after %s restarted", i, name)
+			dctx, dcancel := context.WithTimeout(ctx, time.Second)
+			c, err := hpa.Dial(dctx, "10.77.2.2:8080", netns.SocketOptions{})
+			dcancel()
+			var got string
+			if err == nil {
+				got, err = echo(c, msg)
+				c.Close()
+			}
+			if err == nil && got != msg {
+				err = fmt.Errorf("got %q", got)
+			}
+			if first == 0 && err != nil && time.Since(took) < time.Second {
+				i--
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("new connection %d after %s restarted (%v after takeover): %v", i, name, time.Since(took), err)
+			}
+			if first == 0 {
+				first = time.Since(took)
+			}
+			<-peers
+		}
+		t.Logf("%s restarted: first new connection served %v after takeover", name, first.Round(time.Millisecond))
+		if n := fresh.obs.get(fresh.obs.opened, dir); n != 20 {
+			t.Errorf("new %s instance opened %d connections, want 20", name, n)
+		}
+		if n := old.obs.get(old.obs.opened, dir); n != oldOpened {
+			t.Errorf("old %s instance opened %d connections after it stopped accepting", name, n-oldOpened)
+		}
+		if n := old.proxy.Connections(); n != 1 {
+			t.Errorf("old %s instance holds %d connections while draining, want the long-lived one", name, n)
+		}
+	}
+	restart("destination ztunnel", zb, "pod-b", podB(), Inbound)
+	restart("source ztunnel", za, "pod-a", podA(), Outbound)
+
+	if got, err := echo(long, "after both"); err != nil || got != "after both" {
+		t.Fatalf("long-lived connection after both restarts: %q, %v", got, err)
+	}
+}
