@@ -33,7 +33,10 @@ type Model struct {
 	// a waypoint.
 	Routes map[StatusKey]RouteStatus
 
-	res resources
+	// routeProtos are the Route resources of routes with an accepted parent, by
+	// RouteName.
+	routeProtos map[string]*workload.Route
+	res         resources
 }
 
 // StatusKey names an object whose status the model computes.
@@ -70,6 +73,7 @@ func Build(input *Inputs) *Model {
 		Waypoints:     map[Ref]*Waypoint{},
 		Status:        map[StatusKey]ObjectStatus{},
 		Routes:        map[StatusKey]RouteStatus{},
+		routeProtos:   map[string]*workload.Route{},
 	}
 	namespaces := map[string]*corev1.Namespace{}
 	for _, ns := range in.Namespaces {

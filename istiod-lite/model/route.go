@@ -7,6 +7,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambit-mesh/ambit/api/mesh"
+	"github.com/ambit-mesh/ambit/api/workload"
 )
 
 // Kinds of routes in StatusKey.
@@ -100,11 +101,16 @@ func boolCondition(b bool) metav1.ConditionStatus {
 	return metav1.ConditionFalse
 }
 
+// addRoutes computes the status of every route Ambit handles and, for those with an
+// accepted parent, the Route resource waypoints receive.
 func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
-	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) {
-		if st := m.routeStatus(meta.Namespace, meta.Generation, parents, backends); len(st.Parents) > 0 {
-			m.Routes[StatusKey{Kind: kind, Ref: Ref{Namespace: meta.Namespace, Name: meta.Name}}] = st
+	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) []*workload.PolicyTarget {
+		st := m.routeStatus(meta.Namespace, meta.Generation, parents, backends)
+		if len(st.Parents) == 0 {
+			return nil
 		}
+		m.Routes[StatusKey{Kind: kind, Ref: Ref{Namespace: meta.Namespace, Name: meta.Name}}] = st
+		return acceptedParents(st)
 	}
 	for _, r := range http {
 		var backends []gwv1.BackendRef
@@ -113,7 +119,9 @@ func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
 				backends = append(backends, b.BackendRef)
 			}
 		}
-		add(KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, backends)
+		if parents := add(KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, backends); len(parents) > 0 {
+			m.routeProtos[RouteName(KindHTTPRoute, Ref{Namespace: r.Namespace, Name: r.Name})] = httpRouteProto(r, parents)
+		}
 	}
 	for _, r := range grpc {
 		var backends []gwv1.BackendRef
@@ -122,6 +130,8 @@ func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
 				backends = append(backends, b.BackendRef)
 			}
 		}
-		add(KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, backends)
+		if parents := add(KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, backends); len(parents) > 0 {
+			m.routeProtos[RouteName(KindGRPCRoute, Ref{Namespace: r.Namespace, Name: r.Name})] = grpcRouteProto(r, parents)
+		}
 	}
 }

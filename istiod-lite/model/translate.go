@@ -50,6 +50,7 @@ type resources struct {
 	services       map[string]*Resource
 	ztunnelAuthz   map[string]*Resource
 	waypointAuthz  map[string]*Resource
+	routes         map[string]*Resource
 	// nodeBase is the part of every ztunnel's Address view that does not depend on
 	// its node: every service and every workload reachable through the mesh (remote
 	// variant). byNode lists each node's workloads.
@@ -64,6 +65,7 @@ func (m *Model) translate() {
 		services:       make(map[string]*Resource, len(m.Services)),
 		ztunnelAuthz:   map[string]*Resource{},
 		waypointAuthz:  map[string]*Resource{},
+		routes:         make(map[string]*Resource, len(m.routeProtos)),
 		nodeBase:       make(map[string]*Resource, len(m.Workloads)+len(m.Services)),
 		byNode:         map[string][]*Workload{},
 	}
@@ -92,6 +94,9 @@ func (m *Model) translate() {
 		if p.Waypoint != nil {
 			r.waypointAuthz[name] = NewResource(name, p.Waypoint)
 		}
+	}
+	for name, rt := range m.routeProtos {
+		r.routes[name] = NewResource(name, rt)
 	}
 	m.res = r
 }
@@ -233,14 +238,16 @@ func (m *Model) ForNode(node string) Resources {
 }
 
 // ForWaypoint is what a waypoint receives: the services and workloads bound to it,
-// the workloads behind those services (it forwards to them), its own service, and the
-// targetRefs policies attached to it or to a service bound to it.
+// the workloads behind those services (it forwards to them), its own service, the
+// targetRefs policies attached to it or to a service bound to it, and the routes
+// whose parent is it or a service bound to it.
 func (m *Model) ForWaypoint(ref Ref) Resources {
 	addrs := map[string]*Resource{}
 	auths := map[string]*Resource{}
+	routes := map[string]*Resource{}
 	wp := m.Waypoints[ref]
 	if wp == nil {
-		return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
+		return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths, workload.RouteType: routes}
 	}
 	bound := map[Ref]bool{}
 	for _, s := range m.Services {
@@ -269,5 +276,14 @@ func (m *Model) ForWaypoint(ref Ref) Resources {
 			}
 		}
 	}
-	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths}
+	for name, rt := range m.routeProtos {
+		for _, p := range rt.GetParents() {
+			r := Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
+			if p.GetKind() == "Gateway" && r == ref || p.GetKind() == "Service" && bound[r] {
+				routes[name] = m.res.routes[name]
+				break
+			}
+		}
+	}
+	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths, workload.RouteType: routes}
 }

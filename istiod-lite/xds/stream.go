@@ -14,7 +14,7 @@ import (
 )
 
 // knownTypes are the type URLs the server serves.
-var knownTypes = []string{workload.AddressType, workload.AuthorizationType}
+var knownTypes = []string{workload.AddressType, workload.AuthorizationType, workload.RouteType}
 
 // subscription is one type's state on one stream.
 type subscription struct {
