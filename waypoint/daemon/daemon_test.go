@@ -33,6 +33,7 @@ import (
 	caapi "github.com/ambit-mesh/ambit/api/ca"
 	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/waypoint/server"
+	wpxds "github.com/ambit-mesh/ambit/waypoint/xds"
 )
 
 const token = "projected-token"
@@ -271,7 +272,7 @@ func TestDaemonBecomesReadyWithCertificateAndConfig(t *testing.T) {
 	waitFor(t, "the xDS subscription", func() bool {
 		cp.mu.Lock()
 		defer cp.mu.Unlock()
-		return len(cp.nodeIDs) == 2
+		return len(cp.nodeIDs) == len(wpxds.Types())
 	})
 	if code, _ := get(t, "http://"+health+"/healthz/ready"); code == http.StatusOK {
 		t.Fatal("ready before having a certificate")

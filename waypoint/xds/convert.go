@@ -1,5 +1,5 @@
 // Package xds turns istiod-lite's xDS resources (api/workload: Address =
-// Workload | Service, Authorization) into the waypoint's model.Snapshot.
+// Workload | Service, Authorization, Route) into the waypoint's model.Snapshot.
 // A [Store] is the handler of internal/xds's delta client: it holds the
 // resources received, calls Build with all of them after every response and
 // hands the result to the server's Update.
@@ -16,9 +16,8 @@ import (
 	"github.com/ambit-mesh/ambit/waypoint/model"
 )
 
-// Build converts resources into a snapshot for the waypoint gateway.
-// Routes are not yet served over xDS (api/ has no route resource), so
-// routes are passed in already converted. Resources that do not convert
+// Build converts resources into a snapshot for the waypoint gateway;
+// routes are passed in already converted (see [Route]). Resources that do not convert
 // are left out (policies fail closed in the proxy only when invalid after
 // conversion); the error names each.
 func Build(gateway model.Ref, addresses []*workload.Address, auths []*workload.Authorization, routes []model.Route) (*model.Snapshot, error) {

@@ -17,7 +17,9 @@ import (
 )
 
 // Types returns the type URLs a waypoint subscribes to, in order.
-func Types() []string { return []string{workload.AddressType, workload.AuthorizationType} }
+func Types() []string {
+	return []string{workload.AddressType, workload.AuthorizationType, workload.RouteType}
+}
 
 // Updater takes a new snapshot; server.Server is one. Its error names
 // routes and policies the proxy found invalid (they kept their previous
@@ -43,6 +45,7 @@ type Store struct {
 	synced    bool
 	addresses map[string]*workload.Address
 	auths     map[string]*workload.Authorization
+	routes    map[string]*workload.Route
 }
 
 // NewStore returns a Store for the waypoint Gateway gateway feeding to.
@@ -53,6 +56,7 @@ func NewStore(gateway model.Ref, to Updater, log *slog.Logger) *Store {
 	return &Store{
 		gateway: gateway, to: to, log: log,
 		addresses: map[string]*workload.Address{}, auths: map[string]*workload.Authorization{},
+		routes: map[string]*workload.Route{},
 	}
 }
 
@@ -81,6 +85,15 @@ func (s *Store) Apply(typeURL string, resources []*discovery.Resource, removed [
 		}
 		for _, name := range removed {
 			delete(s.auths, name)
+		}
+	case workload.RouteType:
+		for _, r := range resources {
+			if err := s.applyRoute(r); err != nil {
+				rejected[r.GetName()] = err
+			}
+		}
+		for _, name := range removed {
+			delete(s.routes, name)
 		}
 	default:
 		for _, r := range resources {
@@ -145,6 +158,21 @@ func (s *Store) applyAuthorization(r *discovery.Resource) error {
 	return nil
 }
 
+// applyRoute keeps a route that converts; one that does not keeps its previous
+// version, and one never valid is left out (the proxy does the same with routes
+// it cannot compile).
+func (s *Store) applyRoute(r *discovery.Resource) error {
+	rt := &workload.Route{}
+	if err := decode(r, workload.RouteType, rt); err != nil {
+		return err
+	}
+	if _, err := Route(rt); err != nil {
+		return err
+	}
+	s.routes[r.GetName()] = rt
+	return nil
+}
+
 func decode(r *discovery.Resource, typeURL string, m proto.Message) error {
 	body := r.GetResource()
 	switch {
@@ -169,12 +197,20 @@ func (s *Store) push() {
 	for _, name := range slices.Sorted(maps.Keys(s.auths)) {
 		auths = append(auths, s.auths[name])
 	}
-	snap, err := Build(s.gateway, addrs, auths, nil)
+	routes := make([]model.Route, 0, len(s.routes))
+	for _, name := range slices.Sorted(maps.Keys(s.routes)) {
+		rt, err := Route(s.routes[name])
+		if err != nil {
+			continue // checked in applyRoute
+		}
+		routes = append(routes, rt)
+	}
+	snap, err := Build(s.gateway, addrs, auths, routes)
 	if err != nil {
 		s.log.Warn("configuration partly invalid (failing closed where it matters)", "err", err)
 	}
 	if err := s.to.Update(snap); err != nil {
 		s.log.Warn("proxy kept the previous version of invalid routes or policies", "err", err)
 	}
-	s.log.Info("configuration applied", "services", len(snap.Services), "workloads", len(snap.Workloads), "policies", len(snap.Policies))
+	s.log.Info("configuration applied", "services", len(snap.Services), "workloads", len(snap.Workloads), "policies", len(snap.Policies), "routes", len(snap.Routes))
 }
