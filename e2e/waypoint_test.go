@@ -31,17 +31,63 @@ spec:
     - operation: {methods: ["GET"]}
 `
 
+// echoV2 is a second echo version behind its own Service, and a GAMMA HTTPRoute on
+// the echo Service sending requests with "x-version: v2" to it.
+const echoV2 = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo-v2}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: echo-v2}}
+  template:
+    metadata: {labels: {app: echo-v2}}
+    spec:
+      containers:
+      - name: echo
+        image: ambit.local/echo:dev
+        imagePullPolicy: Never
+        env:
+        - {name: VERSION, value: v2}
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-v2}
+spec:
+  selector: {app: echo-v2}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`
+
+const versionRoute = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo-by-version}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-version, value: v2}]}]
+    backendRefs: [{name: echo-v2, port: 80}]
+  - backendRefs: [{name: echo, port: 80}]
+`
+
 // httpFrom sends one request from pod client and returns the body and the error of
 // kubectl exec (the client exits non-zero on a failure or an HTTP status >= 400).
-func httpFrom(ns, client, method, url string) (string, error) {
-	return cl.Kubectl(context.Background(), "", "-n", ns, "exec", client, "--",
-		"client", "http", "-X", method, "-timeout", "3s", url)
+func httpFrom(ns, client, method, url string, flags ...string) (string, error) {
+	args := append([]string{"-n", ns, "exec", client, "--", "client", "http", "-X", method, "-timeout", "3s"}, flags...)
+	return cl.Kubectl(context.Background(), "", append(args, url)...)
 }
 
 // TestWaypointEnforcesL7PolicyAndCannotBeBypassed: with the namespace bound to a
 // waypoint, an L7 AuthorizationPolicy on the echo Service admits GET and answers POST
-// with Istio's 403, and a client that talks to the echo pod's IP directly, skipping
-// the waypoint, is refused (DESIGN.md section 1).
+// with Istio's 403, a client that talks to the echo pod's IP directly, skipping the
+// waypoint, is refused (DESIGN.md section 1), and a GAMMA HTTPRoute with a header
+// match routes through the waypoint.
 func TestWaypointEnforcesL7PolicyAndCannotBeBypassed(t *testing.T) {
 	ns := cl.NewNamespace(t)
 	ns.Kubectl("label", "namespace", ns.Name, "istio.io/dataplane-mode=ambient")
@@ -114,5 +160,33 @@ func TestWaypointEnforcesL7PolicyAndCannotBeBypassed(t *testing.T) {
 	// And the service path still works after the refusals.
 	if out, err := httpFrom(ns.Name, "client", "GET", svcURL); err != nil {
 		t.Fatalf("GET through the waypoint after the bypass attempts: %v (%s)", err, out)
+	}
+
+	// 4. Routing from xDS: a GAMMA HTTPRoute on echo sends "x-version: v2" to echo-v2,
+	// everything else to echo; the policy still applies.
+	ns.Apply(echoV2)
+	ns.Kubectl("rollout", "status", "deployment/echo-v2", "--timeout=2m")
+	ns.Apply(versionRoute)
+	ns.Eventually(time.Minute, "x-version: v2 routed to echo-v2", func() error {
+		out, err := httpFrom(ns.Name, "client", "GET", svcURL, "-H", "x-version: v2")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, `"pod":"echo-v2-`) {
+			return fmt.Errorf("answered by %q", out)
+		}
+		return nil
+	})
+	for range 5 {
+		out, err := httpFrom(ns.Name, "client", "GET", svcURL)
+		if err != nil {
+			t.Fatalf("GET without the header: %v", err)
+		}
+		if !strings.Contains(out, `"pod":"`+app.echoPod+`"`) {
+			t.Fatalf("GET without the header answered by %q, want %s", out, app.echoPod)
+		}
+	}
+	if _, err := httpFrom(ns.Name, "client", "POST", svcURL, "-H", "x-version: v2"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("POST with x-version: v2: %v, want 403", err)
 	}
 }
