@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -87,31 +88,52 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
-// pyEcho is the pod's application: an echo server on port inside netns ns,
-// in its own process so that its sockets do not count against this one's
-// RLIMIT_NOFILE. It is killed at cleanup.
-const pyEcho = `
-import asyncio, sys
-async def echo(r, w):
-    try:
-        while True:
-            b = await r.read(65536)
-            if not b:
-                break
-            w.write(b)
-            await w.drain()
-    except Exception:
-        pass
-    w.close()
-async def main():
-    s = await asyncio.start_server(echo, "0.0.0.0", int(sys.argv[1]), backlog=4096)
-    print("ready", flush=True)
-    await s.serve_forever()
-asyncio.run(main())
-`
+// echoPortEnv makes the test binary, started again as a child, be the pod's
+// application: an echo server on that port, in its own process so that its sockets
+// do not count against this one's RLIMIT_NOFILE.
+const echoPortEnv = "AMBIT_PROXY_TEST_ECHO_PORT"
 
-func startPyEcho(t *testing.T, ns string, port int) {
-	cmd := exec.Command("ip", "netns", "exec", ns, "python3", "-c", pyEcho, strconv.Itoa(port))
+func TestMain(m *testing.M) {
+	if port := os.Getenv(echoPortEnv); port != "" {
+		serveEcho(port)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// serveEcho echoes every connection until the process is killed.
+func serveEcho(port string) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	ln, err := net.Listen("tcp", "0.0.0.0:"+port)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echo: accept:", err)
+			time.Sleep(10 * time.Millisecond) // EMFILE and the like pass
+			continue
+		}
+		go func() {
+			defer c.Close()
+			// Plain copies: TCPConn's splice path would hold a pipe (two more
+			// descriptors) per connection.
+			_, _ = io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
+		}()
+	}
+}
+
+// startEcho runs the echo application inside netns ns; it is killed at cleanup.
+func startEcho(t *testing.T, ns string, port int) {
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "--", os.Args[0])
+	cmd.Env = append(os.Environ(), echoPortEnv+"="+strconv.Itoa(port))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +181,7 @@ func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
 	zb.tables.UpsertWorkload(wa)
 	zb.tables.UpsertWorkload(wb)
 	zb.tables.UpsertService(svc)
-	startPyEcho(t, tp.ns("pb"), 8080)
+	startEcho(t, tp.ns("pb"), 8080)
 
 	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
 		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
