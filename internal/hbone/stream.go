@@ -191,21 +191,29 @@ func (st *Stream) Write(p []byte) (n int, err error) {
 	return n, nil
 }
 
-// ReadFrom sends everything r yields until io.EOF, through a pooled buffer.
-// It does not half-close the stream.
+// ReadFrom sends everything r yields until io.EOF, through a pooled buffer
+// held only while data flows: once r is drained (a short read) it waits for
+// more without one, so idle connections cost no buffer. It does not
+// half-close the stream.
 func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
-	bp := getChunk()
-	defer putChunk(bp)
 	var total int64
+	drained := true
 	for {
+		if drained {
+			waitReadable(r)
+		}
+		bp := getChunk()
 		n, err := r.Read(*bp)
+		drained = n < len(*bp)
 		if n > 0 {
 			m, werr := st.Write((*bp)[:n])
 			total += int64(m)
 			if werr != nil {
+				putChunk(bp)
 				return total, werr
 			}
 		}
+		putChunk(bp)
 		if err == io.EOF {
 			return total, nil
 		}

@@ -185,8 +185,9 @@ type latency struct {
 }
 
 type idle struct {
-	conns int
-	rss   int64 // resident memory added, bytes
+	conns      int
+	rss        int64 // resident memory added, bytes
+	goroutines int   // goroutines added in this process
 }
 
 type benchResult struct {
@@ -243,6 +244,9 @@ func table(paths []benchPath, res []benchResult) string {
 	row("new conn CPU % of a core", func(r benchResult) string { return fmt.Sprintf("%.1f", 100*r.newConn.cpu) })
 	row("idle conns: n, RSS MiB, KiB/conn", func(r benchResult) string {
 		return fmt.Sprintf("%d, %.1f, %.1f", r.idle.conns, float64(r.idle.rss)/(1<<20), float64(r.idle.rss)/1024/float64(max(1, r.idle.conns)))
+	})
+	row("idle goroutines/conn (this process)", func(r benchResult) string {
+		return fmt.Sprintf("%.1f", float64(r.idle.goroutines)/float64(max(1, r.idle.conns)))
 	})
 	w.Flush()
 	fmt.Fprintf(&sb, "ztunnel vs stunnel4 throughput: %.2fx; ztunnel CPU per 1,000 req/s (both ztunnels, persistent): %.1f%% of a core\n",
@@ -546,7 +550,7 @@ func newConnLatency(h *nsDialer, p benchPath) latency {
 // ztunnels) plus the tunnel processes. The direct path's figure is the
 // baseline of the client and servers.
 func idleMemory(h *nsDialer, p benchPath) (idle, error) {
-	before := rss(pidsOf(p))
+	before, g0 := rss(pidsOf(p)), runtime.NumGoroutine()
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -571,7 +575,7 @@ func idleMemory(h *nsDialer, p benchPath) (idle, error) {
 	if err != nil {
 		err = fmt.Errorf("after %d idle connections: %w", len(conns), err)
 	}
-	return idle{conns: len(conns), rss: rss(pidsOf(p)) - before}, err
+	return idle{conns: len(conns), rss: rss(pidsOf(p)) - before, goroutines: runtime.NumGoroutine() - g0}, err
 }
 
 // rss is the resident memory of this process after a collection, plus pids'.
