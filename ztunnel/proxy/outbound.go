@@ -89,8 +89,8 @@ func (pd *pod) refuse(c net.Conn, info *ConnInfo, err error) {
 }
 
 // resolve finds where a connection to dst goes: a Service VIP to one of its
-// healthy endpoints (or its waypoint), a captured workload over HBONE (or
-// its waypoint), anything else in plaintext as it is.
+// healthy endpoints (or its waypoint, or the endpoint's waypoint), a captured
+// workload over HBONE (or its waypoint), anything else in plaintext as it is.
 func (p *Proxy) resolve(dst netip.AddrPort) (route, error) {
 	t := p.cfg.Tables
 	if svc := t.ServiceByVIP(dst.Addr()); svc != nil {
@@ -101,7 +101,12 @@ func (p *Proxy) resolve(dst netip.AddrPort) (route, error) {
 		if err != nil {
 			return route{}, fmt.Errorf("service %s port %d: %w", svc.Key(), dst.Port(), err)
 		}
-		return workloadRoute(ep, netip.AddrPortFrom(ep.Addresses[0], port)), nil
+		target := netip.AddrPortFrom(ep.Addresses[0], port)
+		if ep.Waypoint != nil {
+			// The endpoint accepts mesh traffic only from its waypoint.
+			return p.viaWaypoint(ep.Waypoint, target)
+		}
+		return workloadRoute(ep, target), nil
 	}
 	if w := t.WorkloadByIP(dst.Addr()); w != nil {
 		if w.Waypoint != nil {
