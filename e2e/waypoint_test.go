@@ -190,3 +190,68 @@ func TestWaypointEnforcesL7PolicyAndCannotBeBypassed(t *testing.T) {
 		t.Errorf("POST with x-version: v2: %v, want 403", err)
 	}
 }
+
+// TestWaypointPerServiceAccount: a waypoint for workload traffic bound through the
+// ServiceAccount label (what `kubectl ambit waypoint apply --for-service-account`
+// does) takes the traffic addressed to the pods of that ServiceAccount, by pod IP or
+// through their Service, and enforces the policies attached to it.
+func TestWaypointPerServiceAccount(t *testing.T) {
+	ns := cl.NewNamespace(t)
+	ns.Kubectl("label", "namespace", ns.Name, "istio.io/dataplane-mode=ambient")
+	deployEchoAndClient(t, ns, "")
+	ns.Kubectl("create", "serviceaccount", "echo")
+	ns.Kubectl("set", "serviceaccount", "deployment/echo", "echo")
+	ns.Kubectl("rollout", "status", "deployment/echo", "--timeout=2m")
+	// The replaced pod (ServiceAccount default) may still be terminating.
+	echoPod := strings.TrimSpace(ns.Kubectl("get", "pods", "-l", "app=echo",
+		"-o", `jsonpath={.items[?(@.spec.serviceAccountName=="echo")].metadata.name}`))
+	waitRedirection(ns, "enabled", "client", echoPod)
+	podIP := strings.TrimSpace(ns.Kubectl("get", "pod", echoPod, "-o", "jsonpath={.status.podIP}"))
+
+	ns.Apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: echo-waypoint, labels: {istio.io/waypoint-for: workload}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: echo-waypoint}]
+  action: ALLOW
+  rules:
+  - to:
+    - operation: {methods: ["GET"]}
+`)
+	ns.Eventually(2*time.Minute, "waypoint Programmed", func() error {
+		out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "gateway", "echo-waypoint", "-o",
+			`jsonpath={.status.conditions[?(@.type=="Programmed")].status}`)
+		if err != nil || out != "True" {
+			return fmt.Errorf("Programmed = %q (%w)", out, err)
+		}
+		return nil
+	})
+	ns.Kubectl("label", "serviceaccount", "echo", "istio.io/use-waypoint=echo-waypoint")
+
+	for what, url := range map[string]string{
+		"pod IP":  "http://" + podIP + ":8080/hello",
+		"Service": "http://echo." + ns.Name + ".svc.cluster.local/hello",
+	} {
+		ns.Eventually(time.Minute, "POST to the "+what+" denied by the waypoint", func() error {
+			out, err := httpFrom(ns.Name, "client", "POST", url)
+			if err == nil {
+				return fmt.Errorf("POST allowed: %s", out)
+			}
+			if !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "RBAC: access denied") {
+				return fmt.Errorf("POST failed, but not with 403 RBAC: access denied: %w", err)
+			}
+			return nil
+		})
+		if out, err := httpFrom(ns.Name, "client", "GET", url); err != nil {
+			t.Errorf("GET to the %s through the waypoint: %v (%s)", what, err, out)
+		}
+	}
+}
