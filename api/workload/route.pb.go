@@ -187,9 +187,9 @@ type Route struct {
 	// CreatedUnixNanos orders routes of equal precedence (the oldest wins).
 	CreatedUnixNanos int64 `protobuf:"varint,4,opt,name=created_unix_nanos,json=createdUnixNanos,proto3" json:"created_unix_nanos,omitempty"`
 	// Parents are the accepted parentRefs: Services (GAMMA) and waypoint Gateways.
-	Parents       []*PolicyTarget `protobuf:"bytes,5,rep,name=parents,proto3" json:"parents,omitempty"`
-	Hostnames     []string        `protobuf:"bytes,6,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
-	Rules         []*RouteRule    `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
+	Parents       []*RouteParent `protobuf:"bytes,5,rep,name=parents,proto3" json:"parents,omitempty"`
+	Hostnames     []string       `protobuf:"bytes,6,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	Rules         []*RouteRule   `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,7 +252,7 @@ func (x *Route) GetCreatedUnixNanos() int64 {
 	return 0
 }
 
-func (x *Route) GetParents() []*PolicyTarget {
+func (x *Route) GetParents() []*RouteParent {
 	if x != nil {
 		return x.Parents
 	}
@@ -273,6 +273,77 @@ func (x *Route) GetRules() []*RouteRule {
 	return nil
 }
 
+// RouteParent is a parentRef a route is accepted for.
+type RouteParent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind is "Service" (GAMMA) or "Gateway".
+	Kind      string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Port restricts a Service parent to one service port; 0 means every port.
+	Port          uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteParent) Reset() {
+	*x = RouteParent{}
+	mi := &file_route_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteParent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteParent) ProtoMessage() {}
+
+func (x *RouteParent) ProtoReflect() protoreflect.Message {
+	mi := &file_route_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteParent.ProtoReflect.Descriptor instead.
+func (*RouteParent) Descriptor() ([]byte, []int) {
+	return file_route_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RouteParent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RouteParent) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RouteParent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RouteParent) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 // RouteRule is selected by any of its matches; its backends share its requests.
 type RouteRule struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -289,7 +360,7 @@ type RouteRule struct {
 
 func (x *RouteRule) Reset() {
 	*x = RouteRule{}
-	mi := &file_route_proto_msgTypes[1]
+	mi := &file_route_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +372,7 @@ func (x *RouteRule) String() string {
 func (*RouteRule) ProtoMessage() {}
 
 func (x *RouteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[1]
+	mi := &file_route_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +385,7 @@ func (x *RouteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRule.ProtoReflect.Descriptor instead.
 func (*RouteRule) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{1}
+	return file_route_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RouteRule) GetName() string {
@@ -376,7 +447,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_route_proto_msgTypes[2]
+	mi := &file_route_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +459,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[2]
+	mi := &file_route_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +472,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{2}
+	return file_route_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RouteMatch) GetPathType() PathMatchType {
@@ -458,7 +529,7 @@ type ValueMatch struct {
 
 func (x *ValueMatch) Reset() {
 	*x = ValueMatch{}
-	mi := &file_route_proto_msgTypes[3]
+	mi := &file_route_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +541,7 @@ func (x *ValueMatch) String() string {
 func (*ValueMatch) ProtoMessage() {}
 
 func (x *ValueMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[3]
+	mi := &file_route_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +554,7 @@ func (x *ValueMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueMatch.ProtoReflect.Descriptor instead.
 func (*ValueMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{3}
+	return file_route_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ValueMatch) GetName() string {
@@ -519,7 +590,7 @@ type GRPCMethodMatch struct {
 
 func (x *GRPCMethodMatch) Reset() {
 	*x = GRPCMethodMatch{}
-	mi := &file_route_proto_msgTypes[4]
+	mi := &file_route_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +602,7 @@ func (x *GRPCMethodMatch) String() string {
 func (*GRPCMethodMatch) ProtoMessage() {}
 
 func (x *GRPCMethodMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[4]
+	mi := &file_route_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +615,7 @@ func (x *GRPCMethodMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCMethodMatch.ProtoReflect.Descriptor instead.
 func (*GRPCMethodMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{4}
+	return file_route_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GRPCMethodMatch) GetService() string {
@@ -582,7 +653,7 @@ type RouteFilters struct {
 
 func (x *RouteFilters) Reset() {
 	*x = RouteFilters{}
-	mi := &file_route_proto_msgTypes[5]
+	mi := &file_route_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +665,7 @@ func (x *RouteFilters) String() string {
 func (*RouteFilters) ProtoMessage() {}
 
 func (x *RouteFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[5]
+	mi := &file_route_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +678,7 @@ func (x *RouteFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteFilters.ProtoReflect.Descriptor instead.
 func (*RouteFilters) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{5}
+	return file_route_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RouteFilters) GetRequestHeaders() *HeaderModifier {
@@ -657,7 +728,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_route_proto_msgTypes[6]
+	mi := &file_route_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +740,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[6]
+	mi := &file_route_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +753,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{6}
+	return file_route_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeaderModifier) GetSet() []*RouteHeader {
@@ -717,7 +788,7 @@ type RouteHeader struct {
 
 func (x *RouteHeader) Reset() {
 	*x = RouteHeader{}
-	mi := &file_route_proto_msgTypes[7]
+	mi := &file_route_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +800,7 @@ func (x *RouteHeader) String() string {
 func (*RouteHeader) ProtoMessage() {}
 
 func (x *RouteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[7]
+	mi := &file_route_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +813,7 @@ func (x *RouteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteHeader.ProtoReflect.Descriptor instead.
 func (*RouteHeader) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{7}
+	return file_route_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteHeader) GetName() string {
@@ -770,7 +841,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_route_proto_msgTypes[8]
+	mi := &file_route_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +853,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[8]
+	mi := &file_route_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +866,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{8}
+	return file_route_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PathModifier) GetType() PathModifierType {
@@ -826,7 +897,7 @@ type RouteRedirect struct {
 
 func (x *RouteRedirect) Reset() {
 	*x = RouteRedirect{}
-	mi := &file_route_proto_msgTypes[9]
+	mi := &file_route_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +909,7 @@ func (x *RouteRedirect) String() string {
 func (*RouteRedirect) ProtoMessage() {}
 
 func (x *RouteRedirect) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[9]
+	mi := &file_route_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +922,7 @@ func (x *RouteRedirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRedirect.ProtoReflect.Descriptor instead.
 func (*RouteRedirect) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{9}
+	return file_route_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteRedirect) GetScheme() string {
@@ -900,7 +971,7 @@ type RouteRewrite struct {
 
 func (x *RouteRewrite) Reset() {
 	*x = RouteRewrite{}
-	mi := &file_route_proto_msgTypes[10]
+	mi := &file_route_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +983,7 @@ func (x *RouteRewrite) String() string {
 func (*RouteRewrite) ProtoMessage() {}
 
 func (x *RouteRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[10]
+	mi := &file_route_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +996,7 @@ func (x *RouteRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRewrite.ProtoReflect.Descriptor instead.
 func (*RouteRewrite) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{10}
+	return file_route_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RouteRewrite) GetHostname() string {
@@ -954,7 +1025,7 @@ type RouteMirror struct {
 
 func (x *RouteMirror) Reset() {
 	*x = RouteMirror{}
-	mi := &file_route_proto_msgTypes[11]
+	mi := &file_route_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1037,7 @@ func (x *RouteMirror) String() string {
 func (*RouteMirror) ProtoMessage() {}
 
 func (x *RouteMirror) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[11]
+	mi := &file_route_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1050,7 @@ func (x *RouteMirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMirror.ProtoReflect.Descriptor instead.
 func (*RouteMirror) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{11}
+	return file_route_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RouteMirror) GetBackend() *RouteBackend {
@@ -1010,7 +1081,7 @@ type RouteBackend struct {
 
 func (x *RouteBackend) Reset() {
 	*x = RouteBackend{}
-	mi := &file_route_proto_msgTypes[12]
+	mi := &file_route_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1093,7 @@ func (x *RouteBackend) String() string {
 func (*RouteBackend) ProtoMessage() {}
 
 func (x *RouteBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[12]
+	mi := &file_route_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1106,7 @@ func (x *RouteBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
 func (*RouteBackend) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{12}
+	return file_route_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteBackend) GetNamespace() string {
@@ -1077,15 +1148,20 @@ var File_route_proto protoreflect.FileDescriptor
 
 const file_route_proto_rawDesc = "" +
 	"\n" +
-	"\vroute.proto\x12\x11ambit.workload.v1\x1a\x13authorization.proto\"\xa6\x02\n" +
+	"\vroute.proto\x12\x11ambit.workload.v1\"\xa5\x02\n" +
 	"\x05Route\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ambit.workload.v1.RouteKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12,\n" +
-	"\x12created_unix_nanos\x18\x04 \x01(\x03R\x10createdUnixNanos\x129\n" +
-	"\aparents\x18\x05 \x03(\v2\x1f.ambit.workload.v1.PolicyTargetR\aparents\x12\x1c\n" +
+	"\x12created_unix_nanos\x18\x04 \x01(\x03R\x10createdUnixNanos\x128\n" +
+	"\aparents\x18\x05 \x03(\v2\x1e.ambit.workload.v1.RouteParentR\aparents\x12\x1c\n" +
 	"\thostnames\x18\x06 \x03(\tR\thostnames\x122\n" +
-	"\x05rules\x18\a \x03(\v2\x1c.ambit.workload.v1.RouteRuleR\x05rules\"\xc7\x02\n" +
+	"\x05rules\x18\a \x03(\v2\x1c.ambit.workload.v1.RouteRuleR\x05rules\"g\n" +
+	"\vRouteParent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\"\xc7\x02\n" +
 	"\tRouteRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amatches\x18\x02 \x03(\v2\x1d.ambit.workload.v1.RouteMatchR\amatches\x129\n" +
@@ -1175,49 +1251,49 @@ func file_route_proto_rawDescGZIP() []byte {
 }
 
 var file_route_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_route_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_route_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_route_proto_goTypes = []any{
 	(RouteKind)(0),          // 0: ambit.workload.v1.RouteKind
 	(PathMatchType)(0),      // 1: ambit.workload.v1.PathMatchType
 	(PathModifierType)(0),   // 2: ambit.workload.v1.PathModifierType
 	(*Route)(nil),           // 3: ambit.workload.v1.Route
-	(*RouteRule)(nil),       // 4: ambit.workload.v1.RouteRule
-	(*RouteMatch)(nil),      // 5: ambit.workload.v1.RouteMatch
-	(*ValueMatch)(nil),      // 6: ambit.workload.v1.ValueMatch
-	(*GRPCMethodMatch)(nil), // 7: ambit.workload.v1.GRPCMethodMatch
-	(*RouteFilters)(nil),    // 8: ambit.workload.v1.RouteFilters
-	(*HeaderModifier)(nil),  // 9: ambit.workload.v1.HeaderModifier
-	(*RouteHeader)(nil),     // 10: ambit.workload.v1.RouteHeader
-	(*PathModifier)(nil),    // 11: ambit.workload.v1.PathModifier
-	(*RouteRedirect)(nil),   // 12: ambit.workload.v1.RouteRedirect
-	(*RouteRewrite)(nil),    // 13: ambit.workload.v1.RouteRewrite
-	(*RouteMirror)(nil),     // 14: ambit.workload.v1.RouteMirror
-	(*RouteBackend)(nil),    // 15: ambit.workload.v1.RouteBackend
-	(*PolicyTarget)(nil),    // 16: ambit.workload.v1.PolicyTarget
+	(*RouteParent)(nil),     // 4: ambit.workload.v1.RouteParent
+	(*RouteRule)(nil),       // 5: ambit.workload.v1.RouteRule
+	(*RouteMatch)(nil),      // 6: ambit.workload.v1.RouteMatch
+	(*ValueMatch)(nil),      // 7: ambit.workload.v1.ValueMatch
+	(*GRPCMethodMatch)(nil), // 8: ambit.workload.v1.GRPCMethodMatch
+	(*RouteFilters)(nil),    // 9: ambit.workload.v1.RouteFilters
+	(*HeaderModifier)(nil),  // 10: ambit.workload.v1.HeaderModifier
+	(*RouteHeader)(nil),     // 11: ambit.workload.v1.RouteHeader
+	(*PathModifier)(nil),    // 12: ambit.workload.v1.PathModifier
+	(*RouteRedirect)(nil),   // 13: ambit.workload.v1.RouteRedirect
+	(*RouteRewrite)(nil),    // 14: ambit.workload.v1.RouteRewrite
+	(*RouteMirror)(nil),     // 15: ambit.workload.v1.RouteMirror
+	(*RouteBackend)(nil),    // 16: ambit.workload.v1.RouteBackend
 }
 var file_route_proto_depIdxs = []int32{
 	0,  // 0: ambit.workload.v1.Route.kind:type_name -> ambit.workload.v1.RouteKind
-	16, // 1: ambit.workload.v1.Route.parents:type_name -> ambit.workload.v1.PolicyTarget
-	4,  // 2: ambit.workload.v1.Route.rules:type_name -> ambit.workload.v1.RouteRule
-	5,  // 3: ambit.workload.v1.RouteRule.matches:type_name -> ambit.workload.v1.RouteMatch
-	8,  // 4: ambit.workload.v1.RouteRule.filters:type_name -> ambit.workload.v1.RouteFilters
-	15, // 5: ambit.workload.v1.RouteRule.backends:type_name -> ambit.workload.v1.RouteBackend
+	4,  // 1: ambit.workload.v1.Route.parents:type_name -> ambit.workload.v1.RouteParent
+	5,  // 2: ambit.workload.v1.Route.rules:type_name -> ambit.workload.v1.RouteRule
+	6,  // 3: ambit.workload.v1.RouteRule.matches:type_name -> ambit.workload.v1.RouteMatch
+	9,  // 4: ambit.workload.v1.RouteRule.filters:type_name -> ambit.workload.v1.RouteFilters
+	16, // 5: ambit.workload.v1.RouteRule.backends:type_name -> ambit.workload.v1.RouteBackend
 	1,  // 6: ambit.workload.v1.RouteMatch.path_type:type_name -> ambit.workload.v1.PathMatchType
-	6,  // 7: ambit.workload.v1.RouteMatch.headers:type_name -> ambit.workload.v1.ValueMatch
-	6,  // 8: ambit.workload.v1.RouteMatch.query_params:type_name -> ambit.workload.v1.ValueMatch
-	7,  // 9: ambit.workload.v1.RouteMatch.grpc:type_name -> ambit.workload.v1.GRPCMethodMatch
-	9,  // 10: ambit.workload.v1.RouteFilters.request_headers:type_name -> ambit.workload.v1.HeaderModifier
-	9,  // 11: ambit.workload.v1.RouteFilters.response_headers:type_name -> ambit.workload.v1.HeaderModifier
-	12, // 12: ambit.workload.v1.RouteFilters.redirect:type_name -> ambit.workload.v1.RouteRedirect
-	13, // 13: ambit.workload.v1.RouteFilters.rewrite:type_name -> ambit.workload.v1.RouteRewrite
-	14, // 14: ambit.workload.v1.RouteFilters.mirrors:type_name -> ambit.workload.v1.RouteMirror
-	10, // 15: ambit.workload.v1.HeaderModifier.set:type_name -> ambit.workload.v1.RouteHeader
-	10, // 16: ambit.workload.v1.HeaderModifier.add:type_name -> ambit.workload.v1.RouteHeader
+	7,  // 7: ambit.workload.v1.RouteMatch.headers:type_name -> ambit.workload.v1.ValueMatch
+	7,  // 8: ambit.workload.v1.RouteMatch.query_params:type_name -> ambit.workload.v1.ValueMatch
+	8,  // 9: ambit.workload.v1.RouteMatch.grpc:type_name -> ambit.workload.v1.GRPCMethodMatch
+	10, // 10: ambit.workload.v1.RouteFilters.request_headers:type_name -> ambit.workload.v1.HeaderModifier
+	10, // 11: ambit.workload.v1.RouteFilters.response_headers:type_name -> ambit.workload.v1.HeaderModifier
+	13, // 12: ambit.workload.v1.RouteFilters.redirect:type_name -> ambit.workload.v1.RouteRedirect
+	14, // 13: ambit.workload.v1.RouteFilters.rewrite:type_name -> ambit.workload.v1.RouteRewrite
+	15, // 14: ambit.workload.v1.RouteFilters.mirrors:type_name -> ambit.workload.v1.RouteMirror
+	11, // 15: ambit.workload.v1.HeaderModifier.set:type_name -> ambit.workload.v1.RouteHeader
+	11, // 16: ambit.workload.v1.HeaderModifier.add:type_name -> ambit.workload.v1.RouteHeader
 	2,  // 17: ambit.workload.v1.PathModifier.type:type_name -> ambit.workload.v1.PathModifierType
-	11, // 18: ambit.workload.v1.RouteRedirect.path:type_name -> ambit.workload.v1.PathModifier
-	11, // 19: ambit.workload.v1.RouteRewrite.path:type_name -> ambit.workload.v1.PathModifier
-	15, // 20: ambit.workload.v1.RouteMirror.backend:type_name -> ambit.workload.v1.RouteBackend
-	8,  // 21: ambit.workload.v1.RouteBackend.filters:type_name -> ambit.workload.v1.RouteFilters
+	12, // 18: ambit.workload.v1.RouteRedirect.path:type_name -> ambit.workload.v1.PathModifier
+	12, // 19: ambit.workload.v1.RouteRewrite.path:type_name -> ambit.workload.v1.PathModifier
+	16, // 20: ambit.workload.v1.RouteMirror.backend:type_name -> ambit.workload.v1.RouteBackend
+	9,  // 21: ambit.workload.v1.RouteBackend.filters:type_name -> ambit.workload.v1.RouteFilters
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -1230,14 +1306,13 @@ func file_route_proto_init() {
 	if File_route_proto != nil {
 		return
 	}
-	file_authorization_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_route_proto_rawDesc), len(file_route_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

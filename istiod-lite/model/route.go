@@ -104,7 +104,7 @@ func boolCondition(b bool) metav1.ConditionStatus {
 // addRoutes computes the status of every route Ambit handles and, for those with an
 // accepted parent, the Route resource waypoints receive.
 func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
-	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) []*workload.PolicyTarget {
+	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) []*workload.RouteParent {
 		st := m.routeStatus(meta.Namespace, meta.Generation, parents, backends)
 		if len(st.Parents) == 0 {
 			return nil

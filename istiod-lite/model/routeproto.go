@@ -13,8 +13,8 @@ import (
 func RouteName(kind string, ref Ref) string { return kind + "/" + ref.Namespace + "/" + ref.Name }
 
 // acceptedParents are the parents of st a waypoint applies the route for.
-func acceptedParents(st RouteStatus) []*workload.PolicyTarget {
-	var out []*workload.PolicyTarget
+func acceptedParents(st RouteStatus) []*workload.RouteParent {
+	var out []*workload.RouteParent
 	for _, p := range st.Parents {
 		if !metaTrue(p.Conditions, string(gwv1.RouteConditionAccepted)) {
 			continue
@@ -27,7 +27,11 @@ func acceptedParents(st RouteStatus) []*workload.PolicyTarget {
 		if p.ParentRef.Namespace != nil {
 			ns = string(*p.ParentRef.Namespace)
 		}
-		out = append(out, &workload.PolicyTarget{Kind: kind, Namespace: ns, Name: string(p.ParentRef.Name)})
+		rp := &workload.RouteParent{Kind: kind, Namespace: ns, Name: string(p.ParentRef.Name)}
+		if p.ParentRef.Port != nil {
+			rp.Port = uint32(*p.ParentRef.Port) //nolint:gosec // PortNumber is 1..65535 (CRD validation).
+		}
+		out = append(out, rp)
 	}
 	return out
 }
@@ -43,7 +47,7 @@ func metaTrue(conds []metav1.Condition, t string) bool {
 
 // httpRouteProto translates an HTTPRoute for waypoints; parents default their
 // namespace to the route's.
-func httpRouteProto(r *gwv1.HTTPRoute, parents []*workload.PolicyTarget) *workload.Route {
+func httpRouteProto(r *gwv1.HTTPRoute, parents []*workload.RouteParent) *workload.Route {
 	out := routeHeader(workload.RouteKind_HTTP_ROUTE, r.ObjectMeta, parents, r.Spec.Hostnames)
 	for _, rule := range r.Spec.Rules {
 		pr := &workload.RouteRule{Filters: httpFilters(r.Namespace, rule.Filters)}
@@ -94,7 +98,7 @@ func httpRouteProto(r *gwv1.HTTPRoute, parents []*workload.PolicyTarget) *worklo
 }
 
 // grpcRouteProto translates a GRPCRoute for waypoints.
-func grpcRouteProto(r *gwv1.GRPCRoute, parents []*workload.PolicyTarget) *workload.Route {
+func grpcRouteProto(r *gwv1.GRPCRoute, parents []*workload.RouteParent) *workload.Route {
 	out := routeHeader(workload.RouteKind_GRPC_ROUTE, r.ObjectMeta, parents, r.Spec.Hostnames)
 	for _, rule := range r.Spec.Rules {
 		pr := &workload.RouteRule{Filters: grpcFilters(r.Namespace, rule.Filters)}
@@ -129,7 +133,7 @@ func grpcRouteProto(r *gwv1.GRPCRoute, parents []*workload.PolicyTarget) *worklo
 	return out
 }
 
-func routeHeader(kind workload.RouteKind, meta metav1.ObjectMeta, parents []*workload.PolicyTarget, hostnames []gwv1.Hostname) *workload.Route {
+func routeHeader(kind workload.RouteKind, meta metav1.ObjectMeta, parents []*workload.RouteParent, hostnames []gwv1.Hostname) *workload.Route {
 	out := &workload.Route{Kind: kind, Namespace: meta.Namespace, Name: meta.Name, CreatedUnixNanos: meta.CreationTimestamp.UnixNano()}
 	for _, p := range parents {
 		if p.Namespace == "" {

@@ -17,11 +17,11 @@ import (
 
 func TestWaypointReceivesRoutesOfItsGatewayAndBoundServices(t *testing.T) {
 	svcKind, core := gwv1.Kind("Service"), gwv1.Group("")
+	port := gwv1.PortNumber(80)
 	serviceParent := func(name string) gwv1.ParentReference {
-		return gwv1.ParentReference{Group: &core, Kind: &svcKind, Name: gwv1.ObjectName(name)}
+		return gwv1.ParentReference{Group: &core, Kind: &svcKind, Name: gwv1.ObjectName(name), Port: &port}
 	}
 	gatewayParent := func(name string) gwv1.ParentReference { return gwv1.ParentReference{Name: gwv1.ObjectName(name)} }
-	port := gwv1.PortNumber(80)
 	weight := int32(9)
 	headerType := gwv1.HeaderMatchExact
 	created := metav1.NewTime(time.Unix(1700000000, 0))
@@ -66,7 +66,7 @@ func TestWaypointReceivesRoutesOfItsGatewayAndBoundServices(t *testing.T) {
 
 	want := &workload.Route{
 		Kind: workload.RouteKind_HTTP_ROUTE, Namespace: "app", Name: "gamma", CreatedUnixNanos: created.UnixNano(),
-		Parents: []*workload.PolicyTarget{{Kind: "Service", Namespace: "app", Name: "echo"}},
+		Parents: []*workload.RouteParent{{Kind: "Service", Namespace: "app", Name: "echo", Port: 80}},
 		Rules: []*workload.RouteRule{{
 			Matches: []*workload.RouteMatch{{Headers: []*workload.ValueMatch{{Name: "x-version", Value: "v2"}}}},
 			Backends: []*workload.RouteBackend{

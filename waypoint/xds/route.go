@@ -28,7 +28,11 @@ func Route(r *workload.Route) (model.Route, error) {
 		out.Created = time.Unix(0, n).UTC()
 	}
 	for _, p := range r.GetParents() {
-		out.Parents = append(out.Parents, model.Ref{Kind: p.GetKind(), Namespace: p.GetNamespace(), Name: p.GetName()})
+		pp, err := port(p.GetPort())
+		if err != nil {
+			return out, fmt.Errorf("route %s parent %s: %w", out.Key(), p.GetName(), err)
+		}
+		out.Parents = append(out.Parents, model.Ref{Kind: p.GetKind(), Namespace: p.GetNamespace(), Name: p.GetName(), Port: pp})
 	}
 	for i, pr := range r.GetRules() {
 		rule, err := routeRule(out.Kind, pr)

@@ -16,7 +16,7 @@ func TestRouteConvertsEveryField(t *testing.T) {
 	created := time.Unix(1700000000, 0).UTC()
 	in := &workload.Route{
 		Kind: workload.RouteKind_HTTP_ROUTE, Namespace: "app", Name: "split", CreatedUnixNanos: created.UnixNano(),
-		Parents:   []*workload.PolicyTarget{{Kind: "Service", Namespace: "app", Name: "echo"}},
+		Parents:   []*workload.RouteParent{{Kind: "Service", Namespace: "app", Name: "echo", Port: 80}},
 		Hostnames: []string{"echo.app.svc.cluster.local"},
 		Rules: []*workload.RouteRule{{
 			Name: "v2",
@@ -38,7 +38,7 @@ func TestRouteConvertsEveryField(t *testing.T) {
 		}},
 	}
 	want := model.Route{
-		Parents: []model.Ref{{Kind: "Service", Namespace: "app", Name: "echo"}},
+		Parents: []model.Ref{{Kind: "Service", Namespace: "app", Name: "echo", Port: 80}},
 		Route: route.Route{
 			Kind: route.KindHTTP, Namespace: "app", Name: "split", Created: created,
 			Hostnames: []string{"echo.app.svc.cluster.local"},
@@ -86,6 +86,7 @@ func TestRouteGRPCMethodBecomesPathMatch(t *testing.T) {
 func TestRouteRejectsWhatCannotBeRepresented(t *testing.T) {
 	for name, r := range map[string]*workload.Route{
 		"no name":          {Namespace: "app"},
+		"parent port":      {Namespace: "app", Name: "r", Parents: []*workload.RouteParent{{Kind: "Service", Name: "s", Port: 70000}}},
 		"port too large":   {Namespace: "app", Name: "r", Rules: []*workload.RouteRule{{Backends: []*workload.RouteBackend{{Name: "b", Port: 70000}}}}},
 		"negative timeout": {Namespace: "app", Name: "r", Rules: []*workload.RouteRule{{RequestTimeoutNanos: -1}}},
 		"grpc match in an HTTPRoute": {Namespace: "app", Name: "r", Rules: []*workload.RouteRule{{
