@@ -89,6 +89,11 @@ func TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes(t *testing.T) {
 			<-peers
 		}
 		t.Logf("%s restarted: first new connection served %v after takeover", name, first.Round(time.Millisecond))
+		// The proxy reports a connection opened from its own goroutine, which may run
+		// a moment after the client saw its echo: wait for the count, bounded.
+		for deadline := time.Now().Add(2 * time.Second); fresh.obs.get(fresh.obs.opened, dir) < 20 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if n := fresh.obs.get(fresh.obs.opened, dir); n != 20 {
 			t.Errorf("new %s instance opened %d connections, want 20", name, n)
 		}
