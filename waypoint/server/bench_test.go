@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -13,30 +14,47 @@ import (
 // exchanges through the waypoint over real HBONE on loopback (client
 // tunnel in, upstream tunnel out), in parallel.
 func BenchmarkHTTP1Through1KB(b *testing.B) {
-	m := newMesh(b, func(c *serverConfig) { c.Logger = nil })
-	payload := bytes.Repeat([]byte("x"), 1024)
-	p := m.addPod("bench", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write(payload)
-	}))
-	m.update(&model.Snapshot{Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")}})
+	m, _ := newEchoMesh(b)
 	c := m.httpClient(vip(1), false)
 	b.SetBytes(2 * 1024)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			resp, err := c.Post("http://echo/", "application/octet-stream", bytes.NewReader(payload))
-			if err != nil {
+			if err := post1KB(c, "http://echo/"); err != nil {
 				b.Error(err)
-				return
-			}
-			n, _ := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || n != 1024 {
-				b.Errorf("got %d with %d bytes", resp.StatusCode, n)
 				return
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+var payload1KB = bytes.Repeat([]byte("x"), 1024)
+
+// newEchoMesh starts a waypoint (access log off) serving Service echo
+// (VIP 1, HTTP) with one pod that reads the request body and answers
+// 1 KiB.
+func newEchoMesh(b *testing.B) (*mesh, *pod) {
+	b.Helper()
+	m := newMesh(b, func(c *serverConfig) { c.Logger = nil })
+	p := m.addPod("bench", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write(payload1KB)
+	}))
+	m.update(&model.Snapshot{Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")}})
+	return m, p
+}
+
+// post1KB sends 1 KiB to url and checks that 1 KiB comes back.
+func post1KB(c *http.Client, url string) error {
+	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(payload1KB))
+	if err != nil {
+		return err
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || n != 1024 {
+		return fmt.Errorf("got %d with %d bytes", resp.StatusCode, n)
+	}
+	return nil
 }
