@@ -1,6 +1,6 @@
 # Ambit. Set-up on a fresh machine is two commands: `make up` and `make test`.
-# Both need root (network namespaces, mounts, cgroups) and install nothing by
-# themselves except Go build outputs; .ci/run shows the apt packages a machine needs.
+# Both need root (network namespaces, mounts, cgroups); both first install the Debian
+# packages the cluster needs if any is missing (scripts/install-deps).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,9 +13,12 @@ TOOL    := $(GO) tool -modfile=tools/go.mod
 # Unit and privileged tests; the e2e package has its own target (it brings up a cluster).
 UNIT_PKGS = $$($(GO) list ./... | grep -v '^github.com/ambit-mesh/ambit/e2e$$')
 
-.PHONY: all build test unit e2e lint generate generate-check bench images up down status clean
+.PHONY: all deps build test unit e2e lint generate generate-check bench images up down status clean
 
 all: build
+
+deps:
+	scripts/install-deps
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -23,7 +26,7 @@ build:
 # make test: every test, privileged ones included; a skipped test fails the run.
 # The first run builds Kubernetes from source (minutes): `prepare` does it up front, with
 # progress, so no test waits on it.
-test: build
+test: deps build
 	$(CLUSTER) prepare
 	$(MAKE) unit e2e
 
@@ -53,12 +56,13 @@ generate-check: generate
 	@test -z "$$(git status --porcelain --untracked-files=all -- api manifests)" || { git status --short -- api manifests; echo 'make generate created files that are not committed'; exit 1; }
 
 bench:
+	scripts/install-deps --bench
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 images: build
 	$(CLUSTER) images
 
-up: build
+up: deps build
 	$(CLUSTER) up
 	@echo
 	@echo "kubectl --kubeconfig $(CURDIR)/.ambit/kubeconfig get pods -A"
