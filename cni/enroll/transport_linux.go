@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/ambit-mesh/ambit/cni/seqpacket"
 )
 
@@ -74,28 +72,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("plugin socket: %w", err)
 	}
 	s.log.Info("serving CNI plugin", "socket", s.path)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		<-ctx.Done()
-		return ln.Close()
+	err = seqpacket.Serve(ctx, ln, func(ctx context.Context, c *net.UnixConn) {
+		defer c.Close()
+		s.serve(ctx, c)
 	})
-	g.Go(func() error {
-		for {
-			c, err := ln.AcceptUnix()
-			if errors.Is(err, net.ErrClosed) {
-				return nil // closed by the shutdown above
-			}
-			if err != nil {
-				return fmt.Errorf("plugin socket: accept: %w", err)
-			}
-			g.Go(func() error {
-				defer c.Close()
-				s.serve(ctx, c)
-				return nil
-			})
-		}
-	})
-	return g.Wait()
+	if err != nil {
+		return fmt.Errorf("plugin socket: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) serve(ctx context.Context, c *net.UnixConn) {

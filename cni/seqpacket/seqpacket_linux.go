@@ -5,6 +5,7 @@
 package seqpacket
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -128,4 +130,31 @@ func CloseAll(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
+}
+
+// Serve accepts connections on ln until ctx ends, running handle for each on its own
+// goroutine, and returns once ln is closed and every handler has returned. Both
+// node-agent sockets (the CNI plugin's and ztunnel's) serve this way.
+func Serve(ctx context.Context, ln *net.UnixListener, handle func(context.Context, *net.UnixConn)) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-ctx.Done()
+		return ln.Close()
+	})
+	g.Go(func() error {
+		for {
+			c, err := ln.AcceptUnix()
+			if errors.Is(err, net.ErrClosed) {
+				return nil // closed by the shutdown above
+			}
+			if err != nil {
+				return fmt.Errorf("accept: %w", err)
+			}
+			g.Go(func() error {
+				handle(ctx, c)
+				return nil
+			})
+		}
+	})
+	return g.Wait()
 }

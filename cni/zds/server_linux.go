@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	zdsapi "github.com/ambit-mesh/ambit/api/zds"
 	"github.com/ambit-mesh/ambit/cni/seqpacket"
 )
@@ -62,27 +60,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("zds: %w", err)
 	}
 	s.log.Info("serving ztunnel hand-off", "socket", s.path)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		<-ctx.Done()
-		return ln.Close()
+	err = seqpacket.Serve(ctx, ln, func(ctx context.Context, c *net.UnixConn) {
+		s.serve(ctx, newConn(c, s.ackTimeout))
 	})
-	g.Go(func() error {
-		for {
-			c, err := ln.AcceptUnix()
-			if errors.Is(err, net.ErrClosed) {
-				return nil // closed by the shutdown above
-			}
-			if err != nil {
-				return fmt.Errorf("zds: accept: %w", err)
-			}
-			g.Go(func() error {
-				s.serve(ctx, newConn(c, s.ackTimeout))
-				return nil
-			})
-		}
-	})
-	err = g.Wait()
+	if err != nil {
+		err = fmt.Errorf("zds: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, w := range s.workloads {
