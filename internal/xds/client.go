@@ -20,6 +20,8 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	"github.com/ambit-mesh/ambit/internal/reconnect"
 )
 
 // Handler applies responses. Apply gets one response's resources and
@@ -77,26 +79,9 @@ func NewClient(cfg Config) (*Client, error) {
 
 // Run keeps a stream open until ctx ends, reconnecting with backoff.
 func (c *Client) Run(ctx context.Context) error {
-	var backoff time.Duration
-	for {
-		start := time.Now()
-		err := c.stream(ctx)
-		if ctx.Err() != nil {
-			return nil //nolint:nilerr // the stream ended because we are stopping
-		}
-		if time.Since(start) > c.cfg.RetryMax {
-			backoff = 0
-		}
-		backoff = min(max(2*backoff, c.cfg.RetryMin), c.cfg.RetryMax)
+	return reconnect.Loop(ctx, c.cfg.RetryMin, c.cfg.RetryMax, c.stream, func(err error, backoff time.Duration) {
 		c.cfg.Log.Warn("xds stream ended; keeping the last configuration and reconnecting", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	})
 }
 
 func (c *Client) stream(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/reconnect"
 	"github.com/ambit-mesh/ambit/ztunnel/proxy"
 )
 
@@ -81,26 +82,9 @@ func New(cfg Config) (*Client, error) {
 
 // Run connects, serves the agent and reconnects with backoff until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	var backoff time.Duration
-	for {
-		start := time.Now()
-		err := c.session(ctx)
-		if ctx.Err() != nil {
-			return nil //nolint:nilerr // the session ended because we are stopping
-		}
-		if time.Since(start) > c.cfg.RetryMax {
-			backoff = 0 // it worked for a while: this is a fresh failure
-		}
-		backoff = min(max(2*backoff, c.cfg.RetryMin), c.cfg.RetryMax)
+	return reconnect.Loop(ctx, c.cfg.RetryMin, c.cfg.RetryMax, c.session, func(err error, backoff time.Duration) {
 		c.cfg.Log.Warn("node agent connection ended, reconnecting", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // session runs one connection: hello, snapshot, live updates.
