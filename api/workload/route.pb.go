@@ -187,9 +187,13 @@ type Route struct {
 	// CreatedUnixNanos orders routes of equal precedence (the oldest wins).
 	CreatedUnixNanos int64 `protobuf:"varint,4,opt,name=created_unix_nanos,json=createdUnixNanos,proto3" json:"created_unix_nanos,omitempty"`
 	// Parents are the accepted parentRefs: Services (GAMMA) and waypoint Gateways.
-	Parents       []*RouteParent `protobuf:"bytes,5,rep,name=parents,proto3" json:"parents,omitempty"`
-	Hostnames     []string       `protobuf:"bytes,6,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
-	Rules         []*RouteRule   `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
+	Parents   []*RouteParent `protobuf:"bytes,5,rep,name=parents,proto3" json:"parents,omitempty"`
+	Hostnames []string       `protobuf:"bytes,6,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	Rules     []*RouteRule   `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Invalid, when set, says why istiod-lite rejected the route's current spec and
+	// knows no valid version of it to send instead (it restarted since): the waypoint
+	// rejects the resource and keeps the version it last applied, if any.
+	Invalid       string `protobuf:"bytes,8,opt,name=invalid,proto3" json:"invalid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +277,13 @@ func (x *Route) GetRules() []*RouteRule {
 	return nil
 }
 
+func (x *Route) GetInvalid() string {
+	if x != nil {
+		return x.Invalid
+	}
+	return ""
+}
+
 // RouteParent is a parentRef a route is accepted for.
 type RouteParent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -354,8 +365,11 @@ type RouteRule struct {
 	// Timeouts in nanoseconds; 0 means none.
 	RequestTimeoutNanos        int64 `protobuf:"varint,5,opt,name=request_timeout_nanos,json=requestTimeoutNanos,proto3" json:"request_timeout_nanos,omitempty"`
 	BackendRequestTimeoutNanos int64 `protobuf:"varint,6,opt,name=backend_request_timeout_nanos,json=backendRequestTimeoutNanos,proto3" json:"backend_request_timeout_nanos,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Retry is the rule's retry policy; unset means the waypoint's default (Istio's:
+	// two retries on connection failure and 503).
+	Retry         *RouteRetry `protobuf:"bytes,7,opt,name=retry,proto3" json:"retry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteRule) Reset() {
@@ -430,6 +444,82 @@ func (x *RouteRule) GetBackendRequestTimeoutNanos() int64 {
 	return 0
 }
 
+func (x *RouteRule) GetRetry() *RouteRetry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+// RouteRetry is an HTTPRoute rule's retry stanza as Istio applies it: an attempt is
+// retried on connection failures, resets (the upstream closed, refused the stream
+// or exceeded the backendRequest timeout before answering) and the listed codes,
+// within the waypoint's retry budget.
+type RouteRetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Attempts is the number of retries after the first try (istiod-lite fills in
+	// Istio's default, 2, when the stanza does not say); 0 disables retries.
+	Attempts uint32 `protobuf:"varint,1,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Codes are the HTTP statuses that are retried.
+	Codes []uint32 `protobuf:"varint,2,rep,packed,name=codes,proto3" json:"codes,omitempty"`
+	// BackoffNanos is the least wait before a retry (later retries back off
+	// exponentially from it, jittered); 0 means the waypoint's default.
+	BackoffNanos  int64 `protobuf:"varint,3,opt,name=backoff_nanos,json=backoffNanos,proto3" json:"backoff_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteRetry) Reset() {
+	*x = RouteRetry{}
+	mi := &file_route_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteRetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteRetry) ProtoMessage() {}
+
+func (x *RouteRetry) ProtoReflect() protoreflect.Message {
+	mi := &file_route_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteRetry.ProtoReflect.Descriptor instead.
+func (*RouteRetry) Descriptor() ([]byte, []int) {
+	return file_route_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RouteRetry) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *RouteRetry) GetCodes() []uint32 {
+	if x != nil {
+		return x.Codes
+	}
+	return nil
+}
+
+func (x *RouteRetry) GetBackoffNanos() int64 {
+	if x != nil {
+		return x.BackoffNanos
+	}
+	return 0
+}
+
 // RouteMatch holds when all its conditions hold.
 type RouteMatch struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -447,7 +537,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_route_proto_msgTypes[3]
+	mi := &file_route_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +549,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[3]
+	mi := &file_route_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +562,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{3}
+	return file_route_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteMatch) GetPathType() PathMatchType {
@@ -529,7 +619,7 @@ type ValueMatch struct {
 
 func (x *ValueMatch) Reset() {
 	*x = ValueMatch{}
-	mi := &file_route_proto_msgTypes[4]
+	mi := &file_route_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +631,7 @@ func (x *ValueMatch) String() string {
 func (*ValueMatch) ProtoMessage() {}
 
 func (x *ValueMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[4]
+	mi := &file_route_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +644,7 @@ func (x *ValueMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueMatch.ProtoReflect.Descriptor instead.
 func (*ValueMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{4}
+	return file_route_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ValueMatch) GetName() string {
@@ -590,7 +680,7 @@ type GRPCMethodMatch struct {
 
 func (x *GRPCMethodMatch) Reset() {
 	*x = GRPCMethodMatch{}
-	mi := &file_route_proto_msgTypes[5]
+	mi := &file_route_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +692,7 @@ func (x *GRPCMethodMatch) String() string {
 func (*GRPCMethodMatch) ProtoMessage() {}
 
 func (x *GRPCMethodMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[5]
+	mi := &file_route_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +705,7 @@ func (x *GRPCMethodMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCMethodMatch.ProtoReflect.Descriptor instead.
 func (*GRPCMethodMatch) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{5}
+	return file_route_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GRPCMethodMatch) GetService() string {
@@ -653,7 +743,7 @@ type RouteFilters struct {
 
 func (x *RouteFilters) Reset() {
 	*x = RouteFilters{}
-	mi := &file_route_proto_msgTypes[6]
+	mi := &file_route_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +755,7 @@ func (x *RouteFilters) String() string {
 func (*RouteFilters) ProtoMessage() {}
 
 func (x *RouteFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[6]
+	mi := &file_route_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +768,7 @@ func (x *RouteFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteFilters.ProtoReflect.Descriptor instead.
 func (*RouteFilters) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{6}
+	return file_route_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RouteFilters) GetRequestHeaders() *HeaderModifier {
@@ -728,7 +818,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_route_proto_msgTypes[7]
+	mi := &file_route_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +830,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[7]
+	mi := &file_route_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +843,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{7}
+	return file_route_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeaderModifier) GetSet() []*RouteHeader {
@@ -788,7 +878,7 @@ type RouteHeader struct {
 
 func (x *RouteHeader) Reset() {
 	*x = RouteHeader{}
-	mi := &file_route_proto_msgTypes[8]
+	mi := &file_route_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +890,7 @@ func (x *RouteHeader) String() string {
 func (*RouteHeader) ProtoMessage() {}
 
 func (x *RouteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[8]
+	mi := &file_route_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +903,7 @@ func (x *RouteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteHeader.ProtoReflect.Descriptor instead.
 func (*RouteHeader) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{8}
+	return file_route_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteHeader) GetName() string {
@@ -841,7 +931,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_route_proto_msgTypes[9]
+	mi := &file_route_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +943,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[9]
+	mi := &file_route_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +956,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{9}
+	return file_route_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PathModifier) GetType() PathModifierType {
@@ -897,7 +987,7 @@ type RouteRedirect struct {
 
 func (x *RouteRedirect) Reset() {
 	*x = RouteRedirect{}
-	mi := &file_route_proto_msgTypes[10]
+	mi := &file_route_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +999,7 @@ func (x *RouteRedirect) String() string {
 func (*RouteRedirect) ProtoMessage() {}
 
 func (x *RouteRedirect) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[10]
+	mi := &file_route_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1012,7 @@ func (x *RouteRedirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRedirect.ProtoReflect.Descriptor instead.
 func (*RouteRedirect) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{10}
+	return file_route_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RouteRedirect) GetScheme() string {
@@ -971,7 +1061,7 @@ type RouteRewrite struct {
 
 func (x *RouteRewrite) Reset() {
 	*x = RouteRewrite{}
-	mi := &file_route_proto_msgTypes[11]
+	mi := &file_route_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1073,7 @@ func (x *RouteRewrite) String() string {
 func (*RouteRewrite) ProtoMessage() {}
 
 func (x *RouteRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[11]
+	mi := &file_route_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1086,7 @@ func (x *RouteRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRewrite.ProtoReflect.Descriptor instead.
 func (*RouteRewrite) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{11}
+	return file_route_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RouteRewrite) GetHostname() string {
@@ -1025,7 +1115,7 @@ type RouteMirror struct {
 
 func (x *RouteMirror) Reset() {
 	*x = RouteMirror{}
-	mi := &file_route_proto_msgTypes[12]
+	mi := &file_route_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1127,7 @@ func (x *RouteMirror) String() string {
 func (*RouteMirror) ProtoMessage() {}
 
 func (x *RouteMirror) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[12]
+	mi := &file_route_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1140,7 @@ func (x *RouteMirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMirror.ProtoReflect.Descriptor instead.
 func (*RouteMirror) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{12}
+	return file_route_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteMirror) GetBackend() *RouteBackend {
@@ -1069,19 +1159,24 @@ func (x *RouteMirror) GetPercent() float64 {
 
 // RouteBackend is a backendRef to a Service port.
 type RouteBackend struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
-	Weight        uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
-	Filters       *RouteFilters          `protobuf:"bytes,5,opt,name=filters,proto3" json:"filters,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Port      uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Weight    uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	Filters   *RouteFilters          `protobuf:"bytes,5,opt,name=filters,proto3" json:"filters,omitempty"`
+	// Unresolved, when set, says why the backendRef does not resolve (a Service in
+	// another namespace no ReferenceGrant permits, a missing Service, a kind other
+	// than Service): the requests its weight gives it are answered 500, as the
+	// Gateway API asks.
+	Unresolved    string `protobuf:"bytes,6,opt,name=unresolved,proto3" json:"unresolved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteBackend) Reset() {
 	*x = RouteBackend{}
-	mi := &file_route_proto_msgTypes[13]
+	mi := &file_route_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1188,7 @@ func (x *RouteBackend) String() string {
 func (*RouteBackend) ProtoMessage() {}
 
 func (x *RouteBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_route_proto_msgTypes[13]
+	mi := &file_route_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1201,7 @@ func (x *RouteBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
 func (*RouteBackend) Descriptor() ([]byte, []int) {
-	return file_route_proto_rawDescGZIP(), []int{13}
+	return file_route_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RouteBackend) GetNamespace() string {
@@ -1144,11 +1239,18 @@ func (x *RouteBackend) GetFilters() *RouteFilters {
 	return nil
 }
 
+func (x *RouteBackend) GetUnresolved() string {
+	if x != nil {
+		return x.Unresolved
+	}
+	return ""
+}
+
 var File_route_proto protoreflect.FileDescriptor
 
 const file_route_proto_rawDesc = "" +
 	"\n" +
-	"\vroute.proto\x12\x11ambit.workload.v1\"\xa5\x02\n" +
+	"\vroute.proto\x12\x11ambit.workload.v1\"\xbf\x02\n" +
 	"\x05Route\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ambit.workload.v1.RouteKindR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1156,19 +1258,26 @@ const file_route_proto_rawDesc = "" +
 	"\x12created_unix_nanos\x18\x04 \x01(\x03R\x10createdUnixNanos\x128\n" +
 	"\aparents\x18\x05 \x03(\v2\x1e.ambit.workload.v1.RouteParentR\aparents\x12\x1c\n" +
 	"\thostnames\x18\x06 \x03(\tR\thostnames\x122\n" +
-	"\x05rules\x18\a \x03(\v2\x1c.ambit.workload.v1.RouteRuleR\x05rules\"g\n" +
+	"\x05rules\x18\a \x03(\v2\x1c.ambit.workload.v1.RouteRuleR\x05rules\x12\x18\n" +
+	"\ainvalid\x18\b \x01(\tR\ainvalid\"g\n" +
 	"\vRouteParent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04port\x18\x04 \x01(\rR\x04port\"\xc7\x02\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\"\xfc\x02\n" +
 	"\tRouteRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amatches\x18\x02 \x03(\v2\x1d.ambit.workload.v1.RouteMatchR\amatches\x129\n" +
 	"\afilters\x18\x03 \x01(\v2\x1f.ambit.workload.v1.RouteFiltersR\afilters\x12;\n" +
 	"\bbackends\x18\x04 \x03(\v2\x1f.ambit.workload.v1.RouteBackendR\bbackends\x122\n" +
 	"\x15request_timeout_nanos\x18\x05 \x01(\x03R\x13requestTimeoutNanos\x12A\n" +
-	"\x1dbackend_request_timeout_nanos\x18\x06 \x01(\x03R\x1abackendRequestTimeoutNanos\"\xaa\x02\n" +
+	"\x1dbackend_request_timeout_nanos\x18\x06 \x01(\x03R\x1abackendRequestTimeoutNanos\x123\n" +
+	"\x05retry\x18\a \x01(\v2\x1d.ambit.workload.v1.RouteRetryR\x05retry\"c\n" +
+	"\n" +
+	"RouteRetry\x12\x1a\n" +
+	"\battempts\x18\x01 \x01(\rR\battempts\x12\x14\n" +
+	"\x05codes\x18\x02 \x03(\rR\x05codes\x12#\n" +
+	"\rbackoff_nanos\x18\x03 \x01(\x03R\fbackoffNanos\"\xaa\x02\n" +
 	"\n" +
 	"RouteMatch\x12=\n" +
 	"\tpath_type\x18\x01 \x01(\x0e2 .ambit.workload.v1.PathMatchTypeR\bpathType\x12\x12\n" +
@@ -1214,13 +1323,16 @@ const file_route_proto_rawDesc = "" +
 	"\x04path\x18\x02 \x01(\v2\x1f.ambit.workload.v1.PathModifierR\x04path\"b\n" +
 	"\vRouteMirror\x129\n" +
 	"\abackend\x18\x01 \x01(\v2\x1f.ambit.workload.v1.RouteBackendR\abackend\x12\x18\n" +
-	"\apercent\x18\x02 \x01(\x01R\apercent\"\xa7\x01\n" +
+	"\apercent\x18\x02 \x01(\x01R\apercent\"\xc7\x01\n" +
 	"\fRouteBackend\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x12\x16\n" +
 	"\x06weight\x18\x04 \x01(\rR\x06weight\x129\n" +
-	"\afilters\x18\x05 \x01(\v2\x1f.ambit.workload.v1.RouteFiltersR\afilters*+\n" +
+	"\afilters\x18\x05 \x01(\v2\x1f.ambit.workload.v1.RouteFiltersR\afilters\x12\x1e\n" +
+	"\n" +
+	"unresolved\x18\x06 \x01(\tR\n" +
+	"unresolved*+\n" +
 	"\tRouteKind\x12\x0e\n" +
 	"\n" +
 	"HTTP_ROUTE\x10\x00\x12\x0e\n" +
@@ -1251,7 +1363,7 @@ func file_route_proto_rawDescGZIP() []byte {
 }
 
 var file_route_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_route_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_route_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_route_proto_goTypes = []any{
 	(RouteKind)(0),          // 0: ambit.workload.v1.RouteKind
 	(PathMatchType)(0),      // 1: ambit.workload.v1.PathMatchType
@@ -1259,46 +1371,48 @@ var file_route_proto_goTypes = []any{
 	(*Route)(nil),           // 3: ambit.workload.v1.Route
 	(*RouteParent)(nil),     // 4: ambit.workload.v1.RouteParent
 	(*RouteRule)(nil),       // 5: ambit.workload.v1.RouteRule
-	(*RouteMatch)(nil),      // 6: ambit.workload.v1.RouteMatch
-	(*ValueMatch)(nil),      // 7: ambit.workload.v1.ValueMatch
-	(*GRPCMethodMatch)(nil), // 8: ambit.workload.v1.GRPCMethodMatch
-	(*RouteFilters)(nil),    // 9: ambit.workload.v1.RouteFilters
-	(*HeaderModifier)(nil),  // 10: ambit.workload.v1.HeaderModifier
-	(*RouteHeader)(nil),     // 11: ambit.workload.v1.RouteHeader
-	(*PathModifier)(nil),    // 12: ambit.workload.v1.PathModifier
-	(*RouteRedirect)(nil),   // 13: ambit.workload.v1.RouteRedirect
-	(*RouteRewrite)(nil),    // 14: ambit.workload.v1.RouteRewrite
-	(*RouteMirror)(nil),     // 15: ambit.workload.v1.RouteMirror
-	(*RouteBackend)(nil),    // 16: ambit.workload.v1.RouteBackend
+	(*RouteRetry)(nil),      // 6: ambit.workload.v1.RouteRetry
+	(*RouteMatch)(nil),      // 7: ambit.workload.v1.RouteMatch
+	(*ValueMatch)(nil),      // 8: ambit.workload.v1.ValueMatch
+	(*GRPCMethodMatch)(nil), // 9: ambit.workload.v1.GRPCMethodMatch
+	(*RouteFilters)(nil),    // 10: ambit.workload.v1.RouteFilters
+	(*HeaderModifier)(nil),  // 11: ambit.workload.v1.HeaderModifier
+	(*RouteHeader)(nil),     // 12: ambit.workload.v1.RouteHeader
+	(*PathModifier)(nil),    // 13: ambit.workload.v1.PathModifier
+	(*RouteRedirect)(nil),   // 14: ambit.workload.v1.RouteRedirect
+	(*RouteRewrite)(nil),    // 15: ambit.workload.v1.RouteRewrite
+	(*RouteMirror)(nil),     // 16: ambit.workload.v1.RouteMirror
+	(*RouteBackend)(nil),    // 17: ambit.workload.v1.RouteBackend
 }
 var file_route_proto_depIdxs = []int32{
 	0,  // 0: ambit.workload.v1.Route.kind:type_name -> ambit.workload.v1.RouteKind
 	4,  // 1: ambit.workload.v1.Route.parents:type_name -> ambit.workload.v1.RouteParent
 	5,  // 2: ambit.workload.v1.Route.rules:type_name -> ambit.workload.v1.RouteRule
-	6,  // 3: ambit.workload.v1.RouteRule.matches:type_name -> ambit.workload.v1.RouteMatch
-	9,  // 4: ambit.workload.v1.RouteRule.filters:type_name -> ambit.workload.v1.RouteFilters
-	16, // 5: ambit.workload.v1.RouteRule.backends:type_name -> ambit.workload.v1.RouteBackend
-	1,  // 6: ambit.workload.v1.RouteMatch.path_type:type_name -> ambit.workload.v1.PathMatchType
-	7,  // 7: ambit.workload.v1.RouteMatch.headers:type_name -> ambit.workload.v1.ValueMatch
-	7,  // 8: ambit.workload.v1.RouteMatch.query_params:type_name -> ambit.workload.v1.ValueMatch
-	8,  // 9: ambit.workload.v1.RouteMatch.grpc:type_name -> ambit.workload.v1.GRPCMethodMatch
-	10, // 10: ambit.workload.v1.RouteFilters.request_headers:type_name -> ambit.workload.v1.HeaderModifier
-	10, // 11: ambit.workload.v1.RouteFilters.response_headers:type_name -> ambit.workload.v1.HeaderModifier
-	13, // 12: ambit.workload.v1.RouteFilters.redirect:type_name -> ambit.workload.v1.RouteRedirect
-	14, // 13: ambit.workload.v1.RouteFilters.rewrite:type_name -> ambit.workload.v1.RouteRewrite
-	15, // 14: ambit.workload.v1.RouteFilters.mirrors:type_name -> ambit.workload.v1.RouteMirror
-	11, // 15: ambit.workload.v1.HeaderModifier.set:type_name -> ambit.workload.v1.RouteHeader
-	11, // 16: ambit.workload.v1.HeaderModifier.add:type_name -> ambit.workload.v1.RouteHeader
-	2,  // 17: ambit.workload.v1.PathModifier.type:type_name -> ambit.workload.v1.PathModifierType
-	12, // 18: ambit.workload.v1.RouteRedirect.path:type_name -> ambit.workload.v1.PathModifier
-	12, // 19: ambit.workload.v1.RouteRewrite.path:type_name -> ambit.workload.v1.PathModifier
-	16, // 20: ambit.workload.v1.RouteMirror.backend:type_name -> ambit.workload.v1.RouteBackend
-	9,  // 21: ambit.workload.v1.RouteBackend.filters:type_name -> ambit.workload.v1.RouteFilters
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	7,  // 3: ambit.workload.v1.RouteRule.matches:type_name -> ambit.workload.v1.RouteMatch
+	10, // 4: ambit.workload.v1.RouteRule.filters:type_name -> ambit.workload.v1.RouteFilters
+	17, // 5: ambit.workload.v1.RouteRule.backends:type_name -> ambit.workload.v1.RouteBackend
+	6,  // 6: ambit.workload.v1.RouteRule.retry:type_name -> ambit.workload.v1.RouteRetry
+	1,  // 7: ambit.workload.v1.RouteMatch.path_type:type_name -> ambit.workload.v1.PathMatchType
+	8,  // 8: ambit.workload.v1.RouteMatch.headers:type_name -> ambit.workload.v1.ValueMatch
+	8,  // 9: ambit.workload.v1.RouteMatch.query_params:type_name -> ambit.workload.v1.ValueMatch
+	9,  // 10: ambit.workload.v1.RouteMatch.grpc:type_name -> ambit.workload.v1.GRPCMethodMatch
+	11, // 11: ambit.workload.v1.RouteFilters.request_headers:type_name -> ambit.workload.v1.HeaderModifier
+	11, // 12: ambit.workload.v1.RouteFilters.response_headers:type_name -> ambit.workload.v1.HeaderModifier
+	14, // 13: ambit.workload.v1.RouteFilters.redirect:type_name -> ambit.workload.v1.RouteRedirect
+	15, // 14: ambit.workload.v1.RouteFilters.rewrite:type_name -> ambit.workload.v1.RouteRewrite
+	16, // 15: ambit.workload.v1.RouteFilters.mirrors:type_name -> ambit.workload.v1.RouteMirror
+	12, // 16: ambit.workload.v1.HeaderModifier.set:type_name -> ambit.workload.v1.RouteHeader
+	12, // 17: ambit.workload.v1.HeaderModifier.add:type_name -> ambit.workload.v1.RouteHeader
+	2,  // 18: ambit.workload.v1.PathModifier.type:type_name -> ambit.workload.v1.PathModifierType
+	13, // 19: ambit.workload.v1.RouteRedirect.path:type_name -> ambit.workload.v1.PathModifier
+	13, // 20: ambit.workload.v1.RouteRewrite.path:type_name -> ambit.workload.v1.PathModifier
+	17, // 21: ambit.workload.v1.RouteMirror.backend:type_name -> ambit.workload.v1.RouteBackend
+	10, // 22: ambit.workload.v1.RouteBackend.filters:type_name -> ambit.workload.v1.RouteFilters
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_route_proto_init() }
@@ -1312,7 +1426,7 @@ func file_route_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_route_proto_rawDesc), len(file_route_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
