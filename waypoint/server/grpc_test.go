@@ -47,8 +47,8 @@ func (grpcEcho) FullDuplexCall(stream grpc.BidiStreamingServer[testpb.StreamingO
 	}
 }
 
-func TestGRPCUnaryAndStreamingThroughWaypoint(t *testing.T) {
-	m := newMesh(t)
+func testGRPCUnaryAndStreamingThroughWaypoint(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	p := m.addPodServing("grpc", "grpc", func(ln net.Listener) func() {
 		s := grpc.NewServer()
 		testpb.RegisterTestServiceServer(s, grpcEcho{})

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -21,24 +22,104 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
-// mesh is a waypoint with real HBONE on loopback: a client "ztunnel"
-// dialing it, and pods, each behind a fake ztunnel (an hbone.Server that
-// relays to the pod's app), on their own 127.0.0.x address.
+// network places the parties of a mesh: the client with its ztunnel, the
+// waypoint, and each pod (its app and its fake ztunnel). Every mesh test
+// runs on two: loopback (TestMeshOnLoopback, no root) and one network
+// namespace per party (TestPrivilegedMeshAcrossNetworkNamespaces).
+type network interface {
+	// host makes a place for the party called name.
+	host(t testing.TB, name string) *host
+}
+
+// host is where a party runs: its address, and how to open sockets there.
+type host struct {
+	name   string
+	ip     netip.Addr
+	listen func(ctx context.Context, addr string) (net.Listener, error)
+	dial   func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// loopback gives every party its own 127.0.0.x in this process's network
+// namespace.
+type loopback struct {
+	mu   sync.Mutex
+	next byte
+}
+
+func newLoopback() *loopback { return &loopback{next: 10} }
+
+func (l *loopback) host(t testing.TB, name string) *host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next == 254 {
+		t.Fatal("loopback: out of addresses")
+	}
+	l.next++
+	var (
+		lc net.ListenConfig
+		d  net.Dialer
+	)
+	return &host{
+		name: name,
+		ip:   netip.AddrFrom4([4]byte{127, 0, 0, l.next}),
+		listen: func(ctx context.Context, addr string) (net.Listener, error) {
+			return lc.Listen(ctx, "tcp", addr)
+		},
+		dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		},
+	}
+}
+
+// meshTests are the waypoint's integration tests: each builds a mesh on the
+// network it is given.
+var meshTests = []struct {
+	name string
+	run  func(*testing.T, network)
+}{
+	{"HTTP1ThroughWaypointPropagatesTrace", testHTTP1ThroughWaypointPropagatesTrace},
+	{"H2CThroughWaypoint", testH2CThroughWaypoint},
+	{"GRPCUnaryAndStreamingThroughWaypoint", testGRPCUnaryAndStreamingThroughWaypoint},
+	{"GetOnlyPolicyDeniesPost", testGetOnlyPolicyDeniesPost},
+	{"WeightedSplit90To10", testWeightedSplit90To10},
+	{"RouteFiltersThroughWaypoint", testRouteFiltersThroughWaypoint},
+	{"WebSocketUpgradeThroughWaypoint", testWebSocketUpgradeThroughWaypoint},
+	{"KilledBackendIsEjectedAndTrafficContinues", testKilledBackendIsEjectedAndTrafficContinues},
+	{"RetriesAnd503", testRetriesAnd503},
+	{"RequestTimeout", testRequestTimeout},
+	{"PerTryTimeoutRetries", testPerTryTimeoutRetries},
+	{"TCPPassthrough", testTCPPassthrough},
+	{"UnknownDestinationRefused", testUnknownDestinationRefused},
+	{"BadInput", testBadInput},
+}
+
+// TestMeshOnLoopback runs the mesh tests with every party on its own
+// loopback address in this process's namespace.
+func TestMeshOnLoopback(t *testing.T) {
+	for _, tt := range meshTests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, newLoopback()) })
+	}
+}
+
+// mesh is a waypoint with real HBONE: a client "ztunnel" dialing it, and
+// pods, each behind a fake ztunnel (an hbone.Server that relays to the
+// pod's app). Each party is a host of the network.
 type mesh struct {
 	t        testing.TB
+	net      network
 	ca       *hbonetest.CA
 	svids    *hbonetest.Source
 	wp       *server.Server
 	wpID     spiffeid.ID
+	wpHost   *host
 	wpAddr   netip.AddrPort
 	clientID spiffeid.ID
+	clientIP netip.Addr
 	client   *hbone.Client
 	spans    *tracetest.InMemoryExporter
 	logs     *logSink
-	metrics  string // base URL of the metrics listener
-
-	mu     sync.Mutex
-	nextIP int
+	metrics  string       // base URL of the metrics listener
+	scraper  *http.Client // dials from the waypoint's host
 }
 
 type (
@@ -46,21 +127,43 @@ type (
 	meshOption   func(*serverConfig)
 )
 
-func newMesh(t testing.TB, opts ...meshOption) *mesh {
+// Profiler labels ("party") on the goroutines of each party, so that a CPU
+// profile of a benchmark (go test -cpuprofile) can be split with
+// go tool pprof -tagfocus party=waypoint.
+var (
+	waypointParty = pprof.Labels("party", "waypoint")
+	ztunnelParty  = pprof.Labels("party", "ztunnel")
+	appParty      = pprof.Labels("party", "app")
+	clientParty   = pprof.Labels("party", "client")
+)
+
+// goLabeled runs f in a new goroutine carrying labels (inherited by the
+// goroutines it starts).
+func goLabeled(labels pprof.LabelSet, f func()) {
+	go pprof.Do(context.Background(), labels, func(context.Context) { f() })
+}
+
+func newMesh(t testing.TB, nw network, opts ...meshOption) *mesh {
 	t.Helper()
 	m := &mesh{
 		t:        t,
+		net:      nw,
 		ca:       hbonetest.NewCA(t, "cluster.local"),
 		wpID:     spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/waypoint"),
 		clientID: spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/client"),
 		spans:    tracetest.NewInMemoryExporter(),
 		logs:     &logSink{},
-		nextIP:   10,
 	}
+	clientHost := nw.host(t, "client")
+	m.clientIP = clientHost.ip
+	m.wpHost = nw.host(t, "waypoint")
 	m.svids = hbonetest.NewSource(m.ca.SVID(t, m.wpID.String()), m.ca.SVID(t, m.clientID.String()))
 	cfg := server.Config{
 		Identity: m.wpID, SVIDs: m.svids, Bundles: m.ca.Bundle(),
-		MetricsAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", AdminAddr: "-",
+		MetricsAddr: netip.AddrPortFrom(m.wpHost.ip, 0).String(), HealthAddr: "-", AdminAddr: "-",
+		DialTCP: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+			return m.wpHost.dial(ctx, dst.String())
+		},
 		Tracing: telemetry.TracingConfig{Exporter: m.spans, Sampling: 1},
 		Proxy:   proxy.Config{Seed: 1, DrainTimeout: 100 * time.Millisecond},
 		Logger:  slog.New(m.logs),
@@ -73,25 +176,26 @@ func newMesh(t testing.TB, opts ...meshOption) *mesh {
 		t.Fatal(err)
 	}
 	m.wp = wp
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := m.wpHost.listen(ctx, netip.AddrPortFrom(m.wpHost.ip, 0).String())
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	m.wpAddr = netip.MustParseAddrPort(ln.Addr().String())
-	opened := make(chan string, 3)
+	opened := make(chan string, 1)
 	listen := func(addr string) (net.Listener, error) {
 		if addr == "-" {
 			return nil, nil
 		}
-		l, err := net.Listen("tcp", addr)
+		l, err := m.wpHost.listen(ctx, addr)
 		if err == nil {
 			opened <- l.Addr().String()
 		}
 		return l, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- wp.Serve(ctx, ln, listen) }()
+	goLabeled(waypointParty, func() { done <- wp.Serve(ctx, ln, listen) })
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -99,12 +203,22 @@ func newMesh(t testing.TB, opts ...meshOption) *mesh {
 		}
 	})
 	select {
-	case a := <-opened: // metrics first
+	case a := <-opened:
 		m.metrics = "http://" + a
 	case err := <-done:
 		t.Fatalf("waypoint Serve: %v", err)
 	}
-	m.client, err = hbone.NewClient(hbone.ClientConfig{SVIDs: m.svids, Bundles: m.ca.Bundle()})
+	scrapeTr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return m.wpHost.dial(ctx, addr)
+	}}
+	t.Cleanup(scrapeTr.CloseIdleConnections)
+	m.scraper = &http.Client{Transport: scrapeTr, Timeout: 10 * time.Second}
+	m.client, err = hbone.NewClient(hbone.ClientConfig{
+		SVIDs: m.svids, Bundles: m.ca.Bundle(),
+		DialTCP: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+			return clientHost.dial(ctx, dst.String())
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,20 +227,13 @@ func newMesh(t testing.TB, opts ...meshOption) *mesh {
 }
 
 // pod is a workload: an app on ip:appPort behind a fake ztunnel on
-// ip:hbonePort.
+// ip:hbonePort, both on the pod's host.
 type pod struct {
 	name, sa string
 	ip       netip.Addr
 	appPort  uint16
 	hbone    uint16
 	kill     func()
-}
-
-func (m *mesh) newIP() netip.Addr {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.nextIP++
-	return netip.AddrFrom4([4]byte{127, 0, 0, byte(m.nextIP)})
 }
 
 // addPod starts an app server (HTTP/1.1 and h2c) for handler and its
@@ -137,7 +244,7 @@ func (m *mesh) addPod(name, sa string, handler http.Handler) *pod {
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: handler, Protocols: &protos, ReadHeaderTimeout: 5 * time.Second}
 	return m.addPodServing(name, sa, func(ln net.Listener) func() {
-		go func() { _ = srv.Serve(ln) }()
+		goLabeled(appParty, func() { _ = srv.Serve(ln) })
 		return func() { srv.Close() }
 	})
 }
@@ -145,9 +252,12 @@ func (m *mesh) addPod(name, sa string, handler http.Handler) *pod {
 func (m *mesh) addPodServing(name, sa string, serve func(net.Listener) (stop func())) *pod {
 	t := m.t
 	t.Helper()
-	p := &pod{name: name, sa: sa, ip: m.newIP()}
-	app, err := net.Listen("tcp", netip.AddrPortFrom(p.ip, 0).String())
+	h := m.net.host(t, name)
+	p := &pod{name: name, sa: sa, ip: h.ip}
+	ctx, cancel := context.WithCancel(context.Background())
+	app, err := h.listen(ctx, netip.AddrPortFrom(p.ip, 0).String())
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	p.appPort = netip.MustParseAddrPort(app.Addr().String()).Port()
@@ -161,8 +271,7 @@ func (m *mesh) addPodServing(name, sa string, serve func(net.Listener) (stop fun
 			if in.Peer != m.wpID {
 				return fmt.Errorf("%w: only the waypoint may connect", hbone.ErrDenied)
 			}
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", in.Target.String())
+			c, err := h.dial(ctx, in.Target.String())
 			if err != nil {
 				return fmt.Errorf("%w: %w", hbone.ErrUnreachable, err)
 			}
@@ -176,16 +285,19 @@ func (m *mesh) addPodServing(name, sa string, serve func(net.Listener) (stop fun
 		}),
 	})
 	if err != nil {
+		cancel()
+		stopApp()
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", netip.AddrPortFrom(p.ip, 0).String())
+	hl, err := h.listen(ctx, netip.AddrPortFrom(p.ip, 0).String())
 	if err != nil {
+		cancel()
+		stopApp()
 		t.Fatal(err)
 	}
 	p.hbone = netip.MustParseAddrPort(hl.Addr().String()).Port()
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = zt.Serve(ctx, hl) }()
+	goLabeled(ztunnelParty, func() { defer close(done); _ = zt.Serve(ctx, hl) })
 	var once sync.Once
 	p.kill = func() {
 		once.Do(func() {
@@ -237,7 +349,7 @@ func (m *mesh) update(snap *model.Snapshot) {
 func (m *mesh) dial(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
 	return m.client.Dial(ctx, hbone.Request{
 		Source: m.clientID, Destination: m.wpID, Server: m.wpAddr, Target: target,
-		SourceIP: netip.MustParseAddr("10.0.0.5"),
+		SourceIP: m.clientIP,
 	})
 }
 

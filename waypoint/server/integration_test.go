@@ -75,8 +75,8 @@ func oneService(m *mesh, proto model.Protocol) *pod {
 	return p
 }
 
-func TestHTTP1ThroughWaypointPropagatesTrace(t *testing.T) {
-	m := newMesh(t)
+func testHTTP1ThroughWaypointPropagatesTrace(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	oneService(m, model.Detect)
 	c := m.httpClient(vip(1), false)
 	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -99,8 +99,8 @@ func TestHTTP1ThroughWaypointPropagatesTrace(t *testing.T) {
 	}
 }
 
-func TestH2CThroughWaypoint(t *testing.T) {
-	m := newMesh(t)
+func testH2CThroughWaypoint(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	oneService(m, model.Detect)
 	c := m.httpClient(vip(1), true)
 	req, _ := http.NewRequest("POST", "http://echo.demo.svc.cluster.local/up", strings.NewReader(strings.Repeat("x", 100_000)))
@@ -118,8 +118,8 @@ func TestH2CThroughWaypoint(t *testing.T) {
 	}
 }
 
-func TestGetOnlyPolicyDeniesPost(t *testing.T) {
-	m := newMesh(t)
+func testGetOnlyPolicyDeniesPost(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	p := m.addPod("echo-1", "echo", echo("echo-1"))
 	get403 := model.Policy{
 		Targets: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
@@ -155,8 +155,8 @@ func TestGetOnlyPolicyDeniesPost(t *testing.T) {
 	}
 }
 
-func TestWeightedSplit90To10(t *testing.T) {
-	m := newMesh(t)
+func testWeightedSplit90To10(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	v1 := m.addPod("v1", "echo", echo("v1"))
 	v2 := m.addPod("v2", "echo", echo("v2"))
 	split := model.Route{
@@ -186,8 +186,8 @@ func TestWeightedSplit90To10(t *testing.T) {
 	}
 }
 
-func TestRouteFiltersThroughWaypoint(t *testing.T) {
-	m := newMesh(t)
+func testRouteFiltersThroughWaypoint(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	p := m.addPod("echo-1", "echo", echo("echo-1"))
 	r := model.Route{
 		Parents: []model.Ref{{Kind: model.KindService, Namespace: "demo", Name: "echo"}},
@@ -227,8 +227,8 @@ func TestRouteFiltersThroughWaypoint(t *testing.T) {
 	}
 }
 
-func TestWebSocketUpgradeThroughWaypoint(t *testing.T) {
-	m := newMesh(t)
+func testWebSocketUpgradeThroughWaypoint(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	p := m.addPod("ws", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", 400)
@@ -286,7 +286,7 @@ func eventually(t *testing.T, cond func() bool) {
 
 func scrape(t *testing.T, m *mesh) string {
 	t.Helper()
-	resp, err := http.Get(m.metrics + "/stats/prometheus")
+	resp, err := m.scraper.Get(m.metrics + "/stats/prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/ambit-mesh/ambit/waypoint/route"
 )
 
-func TestKilledBackendIsEjectedAndTrafficContinues(t *testing.T) {
-	m := newMesh(t)
+func testKilledBackendIsEjectedAndTrafficContinues(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	a := m.addPod("a", "echo", echo("a"))
 	b := m.addPod("b", "echo", echo("b"))
 	svc := service("echo", 1, model.HTTP)
@@ -57,8 +57,8 @@ func TestKilledBackendIsEjectedAndTrafficContinues(t *testing.T) {
 	}
 }
 
-func TestRetriesAnd503(t *testing.T) {
-	m := newMesh(t)
+func testRetriesAnd503(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	var calls atomic.Int32
 	p := m.addPod("flaky", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -88,8 +88,8 @@ func TestRetriesAnd503(t *testing.T) {
 	}
 }
 
-func TestRequestTimeout(t *testing.T) {
-	m := newMesh(t)
+func testRequestTimeout(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	release := make(chan struct{})
 	defer close(release)
 	p := m.addPod("slow", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -105,8 +105,8 @@ func TestRequestTimeout(t *testing.T) {
 	}
 }
 
-func TestTCPPassthrough(t *testing.T) {
-	m := newMesh(t)
+func testTCPPassthrough(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	p := m.addPodServing("tcp", "echo", func(ln net.Listener) func() {
 		go func() {
 			for {
@@ -133,16 +133,16 @@ func TestTCPPassthrough(t *testing.T) {
 	}
 }
 
-func TestUnknownDestinationRefused(t *testing.T) {
-	m := newMesh(t)
+func testUnknownDestinationRefused(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	oneService(m, model.HTTP)
 	if _, err := m.dial(context.Background(), vip(9)); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("dial to an unknown destination: %v, want refused with 503", err)
 	}
 }
 
-func TestBadInput(t *testing.T) {
-	m := newMesh(t, func(c *serverConfig) { c.Proxy.ReadHeaderTimeout = 200 * time.Millisecond })
+func testBadInput(t *testing.T, nw network) {
+	m := newMesh(t, nw, func(c *serverConfig) { c.Proxy.ReadHeaderTimeout = 200 * time.Millisecond })
 	oneService(m, model.HTTP)
 	raw := func(req string) string {
 		t.Helper()
@@ -189,8 +189,8 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestPerTryTimeoutRetries(t *testing.T) {
-	m := newMesh(t)
+func testPerTryTimeoutRetries(t *testing.T, nw network) {
+	m := newMesh(t, nw)
 	var calls atomic.Int32
 	p := m.addPod("slow-once", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if calls.Add(1) == 1 {

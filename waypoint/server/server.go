@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,10 @@ type Config struct {
 	// Listen addresses; empty takes the default, "-" turns one off.
 	HBONEAddr, MetricsAddr, HealthAddr, AdminAddr string
 	Tracing                                       telemetry.TracingConfig
+	// DialTCP opens the TCP connections of upstream tunnels
+	// (hbone.ClientConfig.DialTCP); nil dials from this host. Tests use it
+	// to dial from the waypoint's own network namespace.
+	DialTCP func(ctx context.Context, src netip.Addr, dst netip.AddrPort) (net.Conn, error)
 	// Proxy holds the data path's tunables; Identity, Dialer, Metrics,
 	// Tracing and Logger in it are set by New.
 	Proxy  proxy.Config
@@ -85,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	if s.tracing, err = telemetry.NewTracing(cfg.Tracing); err != nil {
 		return nil, fmt.Errorf("waypoint: %w", err)
 	}
-	if s.client, err = hbone.NewClient(hbone.ClientConfig{SVIDs: cfg.SVIDs, Bundles: cfg.Bundles, Logger: log}); err != nil {
+	if s.client, err = hbone.NewClient(hbone.ClientConfig{SVIDs: cfg.SVIDs, Bundles: cfg.Bundles, DialTCP: cfg.DialTCP, Logger: log}); err != nil {
 		return nil, fmt.Errorf("waypoint: %w", err)
 	}
 	pc := cfg.Proxy
