@@ -130,7 +130,16 @@ func (p *Proxy) serve(w *recorder, r *http.Request, ex *exchange) {
 			http.Error(w, "no backend", http.StatusInternalServerError)
 			return
 		}
+		if ref.Unresolved != "" {
+			// A backendRef the control plane could not resolve (not permitted
+			// by a ReferenceGrant, missing): its share gets 500 (Gateway API).
+			ex.flags = "NC"
+			p.log.Debug("unresolved backend", "dst", dest.name, "backend", ref.Key(), "why", ref.Unresolved)
+			http.Error(w, "unresolved backend", http.StatusInternalServerError)
+			return
+		}
 		if b = st.backends[ref.Key()]; b == nil {
+			ex.flags = "NC"
 			http.Error(w, "backend "+ref.Key()+" not found", http.StatusInternalServerError)
 			return
 		}

@@ -178,9 +178,11 @@ func (p *Proxy) retryAllowed(b *backend) bool {
 	return true
 }
 
-// backoff waits before a retry: exponential with full jitter, at most ten
-// times the base. It releases the retry budget slot taken by retryAllowed
-// once the wait is over (the retry is then an ordinary attempt).
+// backoff waits before a retry: at least the base (the Gateway API's
+// minimum), exponential with jitter (retry n waits between base*2^n and
+// base*2^(n+1)), at most ten times the base. It releases the retry budget
+// slot taken by retryAllowed once the wait is over (the retry is then an
+// ordinary attempt).
 func (p *Proxy) backoff(ctx context.Context, ex *exchange, retry *route.Retry, attempt int) error {
 	if ex.backend != nil {
 		defer ex.backend.load.retrying.Add(-1)
@@ -189,9 +191,7 @@ func (p *Proxy) backoff(ctx context.Context, ex *exchange, retry *route.Retry, a
 	if base == 0 {
 		base = p.cfg.RetryBackoff
 	}
-	d := min(base<<attempt, 10*base)
-	d = time.Duration(rand.Int64N(int64(d)) + 1)
-	t := time.NewTimer(d)
+	t := time.NewTimer(backoffDelay(base, attempt, rand.Int64N))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -199,6 +199,18 @@ func (p *Proxy) backoff(ctx context.Context, ex *exchange, retry *route.Retry, a
 	case <-ctx.Done():
 		return fmt.Errorf("waiting to retry: %w", ctx.Err())
 	}
+}
+
+// backoffDelay is the wait before retry attempt+1; randN(n) returns a
+// number in [0, n).
+func backoffDelay(base time.Duration, attempt int, randN func(int64) int64) time.Duration {
+	limit := 10 * base
+	lo := min(base<<min(attempt, 4), limit)
+	hi := min(2*lo, limit)
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(randN(int64(hi-lo)+1))
 }
 
 // transport chooses HTTP/2 (h2c) upstream for HTTP/2 clients and

@@ -196,14 +196,31 @@ func validateRule(rule *Rule) error {
 			return fmt.Errorf("backend %d: only header modifiers are allowed on a backend", i)
 		}
 	}
-	if rule.Retry != nil && rule.Retry.Attempts < 0 {
-		return fmt.Errorf("negative retry attempts %d", rule.Retry.Attempts)
+	if err := validateRetry(rule.Retry); err != nil {
+		return err
 	}
 	if rule.Timeouts.Request < 0 || rule.Timeouts.BackendRequest < 0 {
 		return errors.New("negative timeout")
 	}
 	if rule.Timeouts.Request > 0 && rule.Timeouts.BackendRequest > rule.Timeouts.Request {
 		return errors.New("backendRequest timeout exceeds request timeout")
+	}
+	return nil
+}
+
+func validateRetry(r *Retry) error {
+	switch {
+	case r == nil:
+		return nil
+	case r.Attempts < 0 || r.Attempts > MaxRetryAttempts:
+		return fmt.Errorf("retry attempts %d not in [0, %d]", r.Attempts, MaxRetryAttempts)
+	case r.Backoff < 0 || r.PerTryTimeout < 0:
+		return errors.New("negative retry backoff or per-try timeout")
+	}
+	for _, c := range r.Codes {
+		if c < 100 || c > 599 {
+			return fmt.Errorf("retry status code %d not in [100, 599]", c)
+		}
 	}
 	return nil
 }

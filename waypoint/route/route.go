@@ -185,6 +185,11 @@ type Backend struct {
 	Weight int
 	// Filters are the backendRef's own filters: header modifiers only.
 	Filters Filters
+	// Unresolved, when not empty, says why the backendRef does not resolve
+	// (RefNotPermitted, BackendNotFound, InvalidKind): the requests its
+	// weight gives it are answered 500, as the Gateway API asks, and none
+	// reaches a Service of that name.
+	Unresolved string
 }
 
 // Key returns "namespace/name:port".
@@ -213,18 +218,37 @@ const (
 	RetryStatusCodes                        // a status listed in Retry.Codes
 )
 
+// MaxRetryAttempts bounds Retry.Attempts: more retries than this only
+// multiply load (the retry budget bounds them anyway).
+const MaxRetryAttempts = 100
+
 // Retry is a retry policy.
 type Retry struct {
-	// Attempts is the number of retries after the first try.
+	// Attempts is the number of retries after the first try, at most
+	// MaxRetryAttempts.
 	Attempts int
 	// PerTryTimeout bounds each attempt; 0 uses Timeouts.BackendRequest.
 	PerTryTimeout time.Duration
 	On            RetryOn
 	// Codes are the retriable statuses for RetryStatusCodes.
 	Codes []int
-	// Backoff is the base interval between attempts (jittered,
-	// exponential); 0 uses the proxy's default.
+	// Backoff is the least wait before a retry; later retries wait longer
+	// (exponential, jittered, at most ten times it). 0 uses the proxy's
+	// default.
 	Backoff time.Duration
+}
+
+// GatewayRetry is the policy of an HTTPRoute rule's retry stanza, as Istio
+// applies it: retried on connection failures and resets (the Gateway API
+// asks for both, and a per-try timeout counts as a reset) and on the
+// listed status codes.
+func GatewayRetry(attempts int, codes []int, backoff time.Duration) *Retry {
+	return &Retry{
+		Attempts: attempts,
+		On:       RetryConnectFailure | RetryReset | RetryStatusCodes,
+		Codes:    codes,
+		Backoff:  backoff,
+	}
 }
 
 // Retriable reports whether an attempt that answered status (0 when it did

@@ -193,13 +193,17 @@ func TestCompileDropsInvalidRoutesOnly(t *testing.T) {
 			Filters: Filters{Rewrite: &Rewrite{Path: PathModifier{Type: PathReplacePrefix, Value: "/b"}}}}}},
 		{Namespace: "ns", Name: "bad-weight", Rules: []Rule{{Backends: []Backend{{Name: "s", Weight: -1}}}}},
 		{Namespace: "ns", Name: "bad-status", Rules: []Rule{{Filters: Filters{Redirect: &Redirect{StatusCode: 200}}}}},
+		{Namespace: "ns", Name: "bad-retry-attempts", Rules: []Rule{{Retry: &Retry{Attempts: MaxRetryAttempts + 1}}}},
+		{Namespace: "ns", Name: "bad-retry-code", Rules: []Rule{{Retry: GatewayRetry(1, []int{503, 99}, 0)}}},
+		{Namespace: "ns", Name: "bad-retry-backoff", Rules: []Rule{{Retry: GatewayRetry(1, nil, -time.Second)}}},
 		{Namespace: "ns", Name: "good", Rules: []Rule{{Matches: []Match{{Path: prefix("/")}}}}},
 	}
 	tab, err := Compile(routes)
 	if err == nil {
 		t.Fatal("want errors for invalid routes")
 	}
-	for _, name := range []string{"bad-regex", "bad-path", "bad-both", "bad-prefix-replace", "bad-weight", "bad-status"} {
+	for _, name := range []string{"bad-regex", "bad-path", "bad-both", "bad-prefix-replace", "bad-weight", "bad-status",
+		"bad-retry-attempts", "bad-retry-code", "bad-retry-backoff"} {
 		if !strings.Contains(err.Error(), "ns/"+name+":") {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
@@ -275,6 +279,32 @@ func TestRetriable(t *testing.T) {
 	}
 	if (*Retry)(nil).Retriable(503, true, false) {
 		t.Error("nil policy retries")
+	}
+}
+
+// TestGatewayRetryRetriesFailuresAndListedCodes: an HTTPRoute retry stanza
+// retries connection failures, resets and its codes, nothing else.
+func TestGatewayRetryRetriesFailuresAndListedCodes(t *testing.T) {
+	p := GatewayRetry(3, []int{500, 429}, 100*time.Millisecond)
+	for _, tt := range []struct {
+		status         int
+		connect, reset bool
+		want           bool
+	}{
+		{0, true, false, true},
+		{0, false, true, true},
+		{500, false, false, true},
+		{429, false, false, true},
+		{503, false, false, false}, // not listed: unlike the default policy
+		{502, false, false, false},
+		{200, false, false, false},
+	} {
+		if got := p.Retriable(tt.status, tt.connect, tt.reset); got != tt.want {
+			t.Errorf("status %d connect %v reset %v: retriable %v, want %v", tt.status, tt.connect, tt.reset, got, tt.want)
+		}
+	}
+	if p.Attempts != 3 || p.Backoff != 100*time.Millisecond {
+		t.Errorf("policy %+v", p)
 	}
 }
 

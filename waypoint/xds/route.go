@@ -24,6 +24,9 @@ func Route(r *workload.Route) (model.Route, error) {
 	if out.Name == "" || out.Namespace == "" {
 		return out, fmt.Errorf("route %q: no name or namespace", r.GetName())
 	}
+	if why := r.GetInvalid(); why != "" {
+		return out, fmt.Errorf("%s %s: rejected by the control plane: %s", out.Kind, out.Key(), why)
+	}
 	if n := r.GetCreatedUnixNanos(); n != 0 {
 		out.Created = time.Unix(0, n).UTC()
 	}
@@ -52,6 +55,13 @@ func routeRule(kind route.Kind, pr *workload.RouteRule) (route.Rule, error) {
 	rule.Timeouts = route.Timeouts{
 		Request:        time.Duration(pr.GetRequestTimeoutNanos()),
 		BackendRequest: time.Duration(pr.GetBackendRequestTimeoutNanos()),
+	}
+	if rr := pr.GetRetry(); rr != nil {
+		codes := make([]int, 0, len(rr.GetCodes()))
+		for _, c := range rr.GetCodes() {
+			codes = append(codes, int(c))
+		}
+		rule.Retry = route.GatewayRetry(int(rr.GetAttempts()), codes, time.Duration(rr.GetBackoffNanos()))
 	}
 	for _, pm := range pr.GetMatches() {
 		m := route.Match{Method: pm.GetMethod()}
@@ -99,7 +109,7 @@ func valueType(v *workload.ValueMatch) route.ValueType {
 }
 
 func routeBackend(pb *workload.RouteBackend) (route.Backend, error) {
-	b := route.Backend{Namespace: pb.GetNamespace(), Name: pb.GetName()}
+	b := route.Backend{Namespace: pb.GetNamespace(), Name: pb.GetName(), Unresolved: pb.GetUnresolved()}
 	p, err := port(pb.GetPort())
 	if err != nil {
 		return b, fmt.Errorf("backend %s/%s: %w", b.Namespace, b.Name, err)

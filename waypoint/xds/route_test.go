@@ -33,8 +33,11 @@ func TestRouteConvertsEveryField(t *testing.T) {
 			Backends: []*workload.RouteBackend{
 				{Namespace: "app", Name: "echo-v2", Port: 80, Weight: 90},
 				{Namespace: "app", Name: "echo", Port: 80, Weight: 10},
+				{Namespace: "other", Name: "secret", Port: 80, Weight: 5, Unresolved: "RefNotPermitted: no ReferenceGrant"},
 			},
-			RequestTimeoutNanos: int64(2 * time.Second),
+			RequestTimeoutNanos:        int64(2 * time.Second),
+			BackendRequestTimeoutNanos: int64(time.Second),
+			Retry:                      &workload.RouteRetry{Attempts: 3, Codes: []uint32{500, 503}, BackoffNanos: int64(100 * time.Millisecond)},
 		}},
 	}
 	want := model.Route{
@@ -57,8 +60,11 @@ func TestRouteConvertsEveryField(t *testing.T) {
 				Backends: []route.Backend{
 					{Namespace: "app", Name: "echo-v2", Port: 80, Weight: 90},
 					{Namespace: "app", Name: "echo", Port: 80, Weight: 10},
+					{Namespace: "other", Name: "secret", Port: 80, Weight: 5, Unresolved: "RefNotPermitted: no ReferenceGrant"},
 				},
-				Timeouts: route.Timeouts{Request: 2 * time.Second},
+				Timeouts: route.Timeouts{Request: 2 * time.Second, BackendRequest: time.Second},
+				Retry: &route.Retry{Attempts: 3, On: route.RetryConnectFailure | route.RetryReset | route.RetryStatusCodes,
+					Codes: []int{500, 503}, Backoff: 100 * time.Millisecond},
 			}},
 		},
 	}
@@ -93,6 +99,7 @@ func TestRouteRejectsWhatCannotBeRepresented(t *testing.T) {
 			Matches: []*workload.RouteMatch{{Grpc: &workload.GRPCMethodMatch{Service: "s"}}}}}},
 		"mirror percent": {Namespace: "app", Name: "r", Rules: []*workload.RouteRule{{Filters: &workload.RouteFilters{
 			Mirrors: []*workload.RouteMirror{{Backend: &workload.RouteBackend{Name: "b", Port: 80}, Percent: 200}}}}}},
+		"rejected by istiod-lite": {Namespace: "app", Name: "r", Invalid: "rule 0: path regex: missing closing )"},
 	} {
 		if _, err := Route(r); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -146,3 +146,32 @@ func TestStoreRejectsUnknownTypes(t *testing.T) {
 		t.Errorf("rejected %v, snapshots %d", rej, len(rec.snaps))
 	}
 }
+
+// TestStoreKeepsARouteIstiodLiteMarksInvalid: a route istiod-lite sends marked
+// invalid (it rejected the spec and, restarted, knows no valid version) is
+// NACKed and the version the waypoint had stays in its snapshots.
+func TestStoreKeepsARouteIstiodLiteMarksInvalid(t *testing.T) {
+	rec := &recorder{}
+	s := NewStore(gw, rec, nil)
+	s.Apply(workload.AddressType, addressResources(t), nil)
+	s.Apply(workload.AuthorizationType, nil, nil)
+	good := &workload.Route{Namespace: "demo", Name: "r",
+		Parents: []*workload.RouteParent{{Kind: "Service", Namespace: "demo", Name: "echo"}},
+		Rules:   []*workload.RouteRule{{Backends: []*workload.RouteBackend{{Namespace: "demo", Name: "echo", Port: 80, Weight: 1}}}}}
+	if rej := s.Apply(workload.RouteType, []*discovery.Resource{resource(t, "HTTPRoute/demo/r", good)}, nil); len(rej) != 0 {
+		t.Fatalf("good route rejected: %v", rej)
+	}
+	s.Synced()
+	marked := &workload.Route{Namespace: "demo", Name: "r", Parents: good.Parents, Invalid: "rule 0: path regex: missing )"}
+	rej := s.Apply(workload.RouteType, []*discovery.Resource{resource(t, "HTTPRoute/demo/r", marked)}, nil)
+	if rej["HTTPRoute/demo/r"] == nil {
+		t.Fatal("a route marked invalid was accepted")
+	}
+	if rs := rec.last(t).Routes; len(rs) != 1 || len(rs[0].Rules) != 1 || rs[0].Rules[0].Backends[0].Name != "echo" {
+		t.Errorf("the last good route was not kept: %+v", rs)
+	}
+	s.Apply(workload.RouteType, nil, []string{"HTTPRoute/demo/r"})
+	if rs := rec.last(t).Routes; len(rs) != 0 {
+		t.Errorf("removed route still served: %+v", rs)
+	}
+}
