@@ -45,22 +45,34 @@ var ErrStuck = errors.New("netns: could not restore the thread's namespace")
 // the caller's.
 func Do(f *os.File, fn func() error) error { return (&Handle{f: f}).Do(fn) }
 
-// Do runs f on an OS thread switched into h. f must not start goroutines that expect to
-// be in h: only the calling thread is switched.
-func (h *Handle) Do(f func() error) error {
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+// home is the network namespace of every thread that is not inside Do: the
+// process's own, which Do returns threads to. It is opened once, at package
+// initialisation (on the main thread, before anything can have switched it),
+// rather than per call: opening /proc/self/task/TID/ns/net cost about 45 us
+// of the 190 us a ztunnel spent per inbound dial.
+var home, homeErr = func() (*os.File, error) {
+	f, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns: open own namespace: %w", err)
+		return nil, fmt.Errorf("netns: open own namespace: %w", err)
 	}
-	defer self.Close()
+	return f, nil
+}()
+
+// Do runs f on an OS thread switched into h. f must not start goroutines that expect to
+// be in h: only the calling thread is switched. The thread returns to the process's own
+// namespace afterwards, so Do must not be called from a goroutine that has locked
+// itself to a thread it moved into another namespace.
+func (h *Handle) Do(f func() error) error {
+	if homeErr != nil {
+		return homeErr
+	}
+	runtime.LockOSThread()
 	if err := unix.Setns(int(h.f.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("netns: enter: %w", err)
 	}
 	ferr := f()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: the runtime destroys it when this goroutine exits
 		// rather than scheduling other goroutines on a thread in the wrong namespace.
 		return errors.Join(ferr, ErrStuck, err)
