@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"golang.org/x/net/http2"
@@ -152,13 +153,37 @@ func (s *session) writeData(id uint32, end bool, p []byte, flush bool) error {
 	}
 	err := s.writePrefaceLocked()
 	if err == nil {
-		err = s.fr.WriteData(id, end, p)
+		err = s.writeDataFrameLocked(id, end, p)
 	}
 	if err == nil && flush {
 		err = s.flushLocked()
 	}
 	return s.writeFailedLocked(err)
 }
+
+// writeDataFrameLocked writes a DATA frame's header, then its payload, to
+// the buffered writer; s.wmu must be held. Unlike http2.Framer.WriteData,
+// which first copies the whole frame into a buffer of its own, a payload
+// larger than the buffered writer's free space goes to the TLS layer
+// without a copy. p must fit the peer's frame size and id must be a client
+// stream id: the callers guarantee both.
+func (s *session) writeDataFrameLocked(id uint32, end bool, p []byte) error {
+	var hdr [frameHeaderLen]byte
+	hdr[0], hdr[1], hdr[2] = byte(len(p)>>16), byte(len(p)>>8), byte(len(p))
+	hdr[3] = byte(http2.FrameData)
+	if end {
+		hdr[4] = byte(http2.FlagDataEndStream)
+	}
+	binary.BigEndian.PutUint32(hdr[5:], id&(1<<31-1))
+	if _, err := s.bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := s.bw.Write(p)
+	return err
+}
+
+// frameHeaderLen is the size of an HTTP/2 frame header (RFC 9113 4.1).
+const frameHeaderLen = 9
 
 // flush writes out what writeData left buffered.
 func (s *session) flush() error {
