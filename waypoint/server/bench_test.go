@@ -46,12 +46,22 @@ var payload1KB = bytes.Repeat([]byte("x"), 1024)
 func newEchoMesh(b *testing.B) (*mesh, *pod) {
 	b.Helper()
 	m := newMesh(b, newLoopback(), func(c *serverConfig) { c.Logger, c.Tracing = nil, telemetry.TracingConfig{} })
-	p := m.addPod("bench", "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := m.addPod("bench", "echo", echo1KB())
+	m.update(echoSnapshot(p))
+	return m, p
+}
+
+// echo1KB reads the request body and answers 1 KiB.
+func echo1KB() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = w.Write(payload1KB)
-	}))
-	m.update(&model.Snapshot{Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")}})
-	return m, p
+	})
+}
+
+// echoSnapshot is Service echo (VIP 1, HTTP) with pod p behind it.
+func echoSnapshot(p *pod) *model.Snapshot {
+	return &model.Snapshot{Services: []model.Service{service("echo", 1, model.HTTP)}, Workloads: []model.Workload{p.workload("echo")}}
 }
 
 // post1KB sends 1 KiB to url and checks that 1 KiB comes back.

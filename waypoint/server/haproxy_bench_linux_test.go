@@ -1,7 +1,7 @@
 package server_test
 
 import (
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,12 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -22,22 +17,55 @@ import (
 // Knobs of BenchmarkHTTP1VersusHAProxy: fixed amounts of work rather than
 // b.N, so that each figure compares paths measured the same way in one run.
 const (
-	haproxyClients  = 16                    // concurrent keep-alive clients at saturation
-	haproxySaturate = 2 * time.Second       // per path
-	haproxyRate     = 1000                  // req/s, open loop
-	haproxyRateFor  = 2 * time.Second       // per path
-	haproxyTimeout  = 2 * time.Second       // per request
-	haproxyTick     = 10 * time.Millisecond // clock ticks of /proc/<pid>/stat (USER_HZ)
+	haproxySaturate = 2 * time.Second        // closed loop, per path
+	haproxyP99Bound = 5 * time.Millisecond   // the p99 the highest rate must keep
+	haproxyP99Step  = time.Second            // per rate tried
+	haproxyP99Steps = 5                      // bisection steps below the saturation rate
+	haproxyRate     = 1000                   // req/s, open loop
+	haproxyRateFor  = 2 * time.Second        // per path
+	mib             = 1 << 20                // bytes
+	haproxyWarmUp   = 200 * time.Millisecond // opens the keep-alive connections
 )
 
+// benchPath is one way from the client to the 1 KiB backend.
+type benchPath struct {
+	name  string
+	c     *http.Client
+	url   string
+	proxy *proc // the proxy's own process; nil for direct
+}
+
+// pathResult is what BenchmarkHTTP1VersusHAProxy measures of one path.
+type pathResult struct {
+	sat                 loadResult // closed loop, loadClients clients
+	withinP99           float64    // req/s
+	fixed               loadResult // at haproxyRate
+	cpuUser, cpuSys     float64    // proxy process: % of a core per 1,000 req/s at haproxyRate
+	cpuAll              float64    // everything, the same way
+	switches            float64    // proxy process: context switches per request at haproxyRate
+	rssIdle, rss, peak  float64    // proxy process, bytes
+	heapInuse, heapIdle float64    // waypoint only: Go heap after the run
+}
+
 // BenchmarkHTTP1VersusHAProxy compares 1 KiB HTTP/1.1 exchanges on
-// loopback along three paths to the same backend, in one run: direct;
-// through HAProxy (Debian's haproxy, mode http, keep-alive both sides);
-// through the waypoint over real HBONE in and out (the setup of
-// BenchmarkHTTP1Through1KB, so two TLS hops HAProxy does not have). For
-// each: req/s and p99 with haproxyClients closed-loop clients, p50/p99 at
-// haproxyRate req/s open loop, and CPU at that rate (this process, which
-// holds clients, backend, waypoint and fake ztunnels, plus haproxy).
+// loopback along four paths to the same backend handler, in one run:
+//
+//   - direct: client -> backend, plaintext.
+//   - haproxy: client -> haproxy -> backend, plaintext (mode http,
+//     keep-alive both sides).
+//   - haproxy-tls: the same with mutual TLS 1.3 on both sides (bind ... ssl
+//     verify required; server ... ssl verify required crt), to a TLS
+//     backend.
+//   - waypoint: client -> HBONE (mTLS 1.3, HTTP/2 CONNECT) -> cmd/waypoint
+//     -> HBONE -> fake ztunnel -> backend.
+//
+// Both proxies are child processes (Debian's haproxy; cmd/waypoint built
+// by the benchmark, static mode), so their CPU (/proc/PID/stat) and memory
+// (VmRSS, VmHWM of /proc/PID/status) are their own. This process holds the
+// clients, the backends and, for the waypoint, the client-side tunnel and
+// the fake ztunnel. For each path: req/s and p99 with loadClients
+// closed-loop clients; the highest open-loop rate whose p99 stays within
+// haproxyP99Bound; p50/p99 at haproxyRate req/s, and CPU at that rate.
 func BenchmarkHTTP1VersusHAProxy(b *testing.B) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -45,69 +73,166 @@ func BenchmarkHTTP1VersusHAProxy(b *testing.B) {
 	}
 	m, p := newEchoMesh(b)
 	backend := netip.AddrPortFrom(p.ip, p.appPort)
-	hp := startHAProxy(b, haproxy, backend)
+	ca := newPKI(b)
+	_, feFile := ca.issue("haproxy.test")
+	clientCert, _ := ca.issue("client.test")
+	beCert, _ := ca.issue("backend.test")
+	_, hpClientFile := ca.issue("haproxy-client.test")
+	tlsBackend := startTLSBackend(b, ca, beCert)
 
-	paths := []struct {
-		name string
-		c    *http.Client
-		url  string
-		pid  int // another process whose CPU counts, or 0
-	}{
-		{"direct", plainClient(b), "http://" + backend.String() + "/", 0},
-		{"haproxy", plainClient(b), "http://" + hp.addr + "/", hp.pid},
-		{"waypoint", m.httpClient(vip(1), false), "http://echo/", 0},
+	hp := startHAProxy(b, haproxy, "haproxy", fmt.Sprintf(`
+frontend fe
+    bind %%s
+    default_backend be
+backend be
+    server echo %s
+`, backend))
+	hpTLS := startHAProxy(b, haproxy, "haproxy-tls", fmt.Sprintf(`
+frontend fe
+    bind %%s ssl crt %s ca-file %s verify required alpn http/1.1
+    default_backend be
+backend be
+    server echo %s ssl crt %s ca-file %s verify required verifyhost backend.test sni str(backend.test) alpn http/1.1
+`, feFile, ca.caFile(), tlsBackend, hpClientFile, ca.caFile()))
+	wp := startWaypointProc(b, m, echoSnapshot(p))
+
+	paths := []benchPath{
+		{"direct", plainClient(b), "http://" + backend.String() + "/", nil},
+		{"haproxy", plainClient(b), "http://" + hp.addr.String() + "/", &hp.proc},
+		{"haproxy-tls", tlsClient(b, ca, clientCert, "haproxy.test"), "https://" + hpTLS.addr.String() + "/", &hpTLS.proc},
+		{"waypoint", m.httpClientVia(wp.hbone, vip(1), false), "http://echo/", &wp.proc},
 	}
-	for _, p := range paths { // warm up: open the keep-alive connections
-		if _, err := saturate(p.c, p.url, 200*time.Millisecond); err != nil {
+	res := make([]pathResult, len(paths))
+	for i, p := range paths {
+		if p.proxy != nil {
+			res[i].rssIdle, _ = procMemory(b, p.proxy.pid)
+		}
+	}
+	for _, p := range paths {
+		if _, err := saturate(p.c, p.url, haproxyWarmUp); err != nil {
 			b.Fatalf("%s: %v", p.name, err)
 		}
 	}
 	b.ResetTimer()
-	sat := map[string]float64{}
-	for _, p := range paths {
-		r, err := saturate(p.c, p.url, haproxySaturate)
-		if err != nil {
+	for i, p := range paths {
+		if res[i].sat, err = saturate(p.c, p.url, haproxySaturate); err != nil {
 			b.Fatalf("%s at saturation: %v", p.name, err)
 		}
-		sat[p.name] = r.rate
-		b.ReportMetric(r.rate, p.name+"-req/s")
-		b.ReportMetric(us(r.p99), p.name+"-sat-p99-us")
 	}
-	for _, p := range paths {
-		cpu0 := cpuTime(b, p.pid)
+	for i, p := range paths {
+		res[i].withinP99 = rateWithinP99(p.c, p.url, haproxyP99Bound, res[i].sat.rate, haproxyP99Step, haproxyP99Steps)
+	}
+	for i, p := range paths {
+		self0 := selfCPU(b)
+		var user0, sys0, user, sys time.Duration
+		var sw0 float64
+		if p.proxy != nil {
+			user0, sys0 = procCPU(b, p.proxy.pid)
+			sw0 = procSwitches(b, p.proxy.pid)
+		}
 		r, err := fixedRate(p.c, p.url, haproxyRate, haproxyRateFor)
 		if err != nil {
 			b.Fatalf("%s at %d req/s: %v", p.name, haproxyRate, err)
 		}
-		cpu := cpuTime(b, p.pid) - cpu0
-		b.ReportMetric(us(r.p50), p.name+"-p50-us")
-		b.ReportMetric(us(r.p99), p.name+"-p99-us")
-		// % of a core per 1,000 req/s.
-		b.ReportMetric(100*cpu.Seconds()/r.elapsed.Seconds()/(r.rate/1000), p.name+"-CPU%/1k-req/s")
+		self := selfCPU(b) - self0
+		if p.proxy != nil {
+			user, sys = procCPU(b, p.proxy.pid)
+			user, sys = user-user0, sys-sys0
+			res[i].switches = (procSwitches(b, p.proxy.pid) - sw0) / (r.rate * r.elapsed.Seconds())
+		}
+		perK := func(d time.Duration) float64 { return 100 * d.Seconds() / r.elapsed.Seconds() / (r.rate / 1000) }
+		res[i].fixed, res[i].cpuUser, res[i].cpuSys, res[i].cpuAll = r, perK(user), perK(sys), perK(self+user+sys)
 	}
-	b.ReportMetric(sat["waypoint"]/sat["haproxy"], "waypoint/haproxy")
+	b.StopTimer()
+	for i, p := range paths {
+		if p.proxy != nil {
+			res[i].rss, res[i].peak = procMemory(b, p.proxy.pid)
+		}
+	}
+	wi := len(paths) - 1
+	res[wi].heapInuse = wp.metric(b, "go_memstats_heap_inuse_bytes")
+	res[wi].heapIdle = wp.metric(b, "go_memstats_heap_idle_bytes")
+
+	for i, p := range paths {
+		r := res[i]
+		b.ReportMetric(r.sat.rate, p.name+"-req/s")
+		b.ReportMetric(r.withinP99, p.name+"-req/s-p99<5ms")
+		b.ReportMetric(us(r.fixed.p99), p.name+"-p99-us")
+		if p.proxy != nil {
+			b.ReportMetric(r.cpuUser+r.cpuSys, p.name+"-CPU%/1k-req/s")
+			b.ReportMetric(r.rss/mib, p.name+"-RSS-MiB")
+		}
+	}
+	if res[2].withinP99 > 0 {
+		b.ReportMetric(res[wi].withinP99/res[2].withinP99, "waypoint/haproxy-tls")
+	}
 	b.ReportMetric(0, "ns/op")
+	// Not b.Log: benchmark logs are cut to ten lines.
+	fmt.Fprint(os.Stdout, resultTable(paths, res))
+}
+
+// resultTable renders the results as the Markdown table of
+// docs/performance.md.
+func resultTable(paths []benchPath, res []pathResult) string {
+	var sb strings.Builder
+	row := func(label string, f func(p benchPath, r pathResult) string) {
+		sb.WriteString("| " + label + " |")
+		for i, p := range paths {
+			sb.WriteString(" " + f(p, res[i]) + " |")
+		}
+		sb.WriteString("\n")
+	}
+	proxyOnly := func(f func(r pathResult) string) func(benchPath, pathResult) string {
+		return func(p benchPath, r pathResult) string {
+			if p.proxy == nil {
+				return "-"
+			}
+			return f(r)
+		}
+	}
+	row("", func(p benchPath, _ pathResult) string { return p.name })
+	row("---", func(benchPath, pathResult) string { return "---" })
+	row(fmt.Sprintf("req/s, %d closed-loop clients", loadClients), func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.0f", r.sat.rate) })
+	row("p99 at that saturation", func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.1f ms", r.sat.p99.Seconds()*1000) })
+	row(fmt.Sprintf("req/s with p99 <= %v", haproxyP99Bound), func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.0f", r.withinP99) })
+	row(fmt.Sprintf("p50 at %d req/s", haproxyRate), func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.0f us", us(r.fixed.p50)) })
+	row(fmt.Sprintf("p99 at %d req/s", haproxyRate), func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.0f us", us(r.fixed.p99)) })
+	row("CPU per 1,000 req/s, proxy process (user + system)", proxyOnly(func(r pathResult) string {
+		return fmt.Sprintf("%.0f%% (%.0f + %.0f)", r.cpuUser+r.cpuSys, r.cpuUser, r.cpuSys)
+	}))
+	row("context switches per request, proxy process", proxyOnly(func(r pathResult) string { return fmt.Sprintf("%.1f", r.switches) }))
+	row("CPU per 1,000 req/s, everything", func(_ benchPath, r pathResult) string { return fmt.Sprintf("%.0f%%", r.cpuAll) })
+	row("proxy RSS idle (configured, before traffic)", proxyOnly(func(r pathResult) string { return fmt.Sprintf("%.1f MiB", r.rssIdle/mib) }))
+	row("proxy RSS after the run", proxyOnly(func(r pathResult) string { return fmt.Sprintf("%.1f MiB", r.rss/mib) }))
+	row("proxy peak RSS (VmHWM)", proxyOnly(func(r pathResult) string { return fmt.Sprintf("%.1f MiB", r.peak/mib) }))
+	row("Go heap in use / idle after the run", func(p benchPath, r pathResult) string {
+		if r.heapInuse == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f / %.1f MiB", r.heapInuse/mib, r.heapIdle/mib)
+	})
+	return sb.String()
 }
 
 type haproxyProc struct {
-	addr string
-	pid  int
+	proc
+	addr netip.AddrPort
 }
 
-// startHAProxy runs haproxy in the foreground, proxying to backend, and
-// kills it at cleanup.
-func startHAProxy(b *testing.B, bin string, backend netip.AddrPort) haproxyProc {
+// startHAProxy runs haproxy in the foreground with the global and default
+// sections shared by every path and the given frontend and backend (whose
+// bind address is a %s), and kills it at cleanup. TLS is limited to what
+// the mesh uses (TLS 1.3, AES-128-GCM); threads are haproxy's default (one
+// per CPU).
+func startHAProxy(b *testing.B, bin, name, proxies string) haproxyProc {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // haproxy binds it next; a race with another binder fails loudly below
-	dir := b.TempDir()
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	conf := fmt.Sprintf(`global
+	addr := freeAddr(b)
+	conf := `global
     maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-server-options ssl-min-ver TLSv1.3
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+    ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
 defaults
     mode http
     option http-keep-alive
@@ -116,163 +241,60 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 30s
-frontend fe
-    bind %s
-    default_backend be
-backend be
-    server echo %s
-`, addr, backend)
+` + fmt.Sprintf(proxies, addr)
+	cfg := filepath.Join(b.TempDir(), name+".cfg")
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-db", "-f", cfg)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start haproxy: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			b.Fatalf("haproxy exited: %s", out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("haproxy not listening on %s: %v", addr, err)
-		}
-	}
-	return haproxyProc{addr: addr, pid: cmd.Process.Pid}
+	return haproxyProc{startProc(b, name, bin, []string{"-db", "-f", cfg}, dialable(addr.String())), addr}
 }
 
-// plainClient is an HTTP/1.1 keep-alive client for haproxyClients
-// concurrent requests.
-func plainClient(b *testing.B) *http.Client {
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	tr := &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: haproxyClients}
-	b.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: haproxyTimeout}
-}
-
-type loadResult struct {
-	rate     float64 // completed req/s
-	p50, p99 time.Duration
-	elapsed  time.Duration
-}
-
-// saturate runs haproxyClients closed-loop clients for d.
-func saturate(c *http.Client, url string, d time.Duration) (loadResult, error) {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		lats []time.Duration
-		errs []error
-	)
-	start := time.Now()
-	end := start.Add(d)
-	for range haproxyClients {
-		wg.Go(func() {
-			var mine []time.Duration
-			for t := time.Now(); t.Before(end); t = time.Now() {
-				if err := post1KB(c, url); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(t))
-			}
-			mu.Lock()
-			lats = append(lats, mine...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return summarize(lats, time.Since(start)), errors.Join(errs...)
-}
-
-// fixedRate sends rate req/s for d, open loop (a slow request does not
-// delay the next). Each request is timed from when it is sent, not from its
-// scheduled start: time.Sleep wakes about 0.5 ms late on these machines,
-// which would add that to every path.
-func fixedRate(c *http.Client, url string, rate int, d time.Duration) (loadResult, error) {
-	n := int(d.Seconds() * float64(rate))
-	interval := time.Second / time.Duration(rate)
-	lats := make([]time.Duration, n)
-	var (
-		wg     sync.WaitGroup
-		failed atomic.Int64
-		first  atomic.Pointer[error]
-	)
-	start := time.Now()
-	for i := range n {
-		at := start.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(at))
-		wg.Go(func() {
-			sent := time.Now()
-			if err := post1KB(c, url); err != nil {
-				failed.Add(1)
-				first.CompareAndSwap(nil, &err)
-			}
-			lats[i] = time.Since(sent)
-		})
-	}
-	wg.Wait()
-	r := summarize(lats, time.Since(start))
-	if f := failed.Load(); f > 0 {
-		return r, fmt.Errorf("%d of %d failed, first: %w", f, n, *first.Load())
-	}
-	return r, nil
-}
-
-func summarize(lats []time.Duration, elapsed time.Duration) loadResult {
-	slices.Sort(lats)
-	r := loadResult{rate: float64(len(lats)) / elapsed.Seconds(), elapsed: elapsed}
-	if len(lats) > 0 {
-		r.p50 = lats[len(lats)/2]
-		r.p99 = lats[len(lats)*99/100]
-	}
-	return r
-}
-
-// cpuTime is the user+system CPU of this process, plus that of pid if not
-// 0.
-func cpuTime(b *testing.B, pid int) time.Duration {
+// startTLSBackend serves the 1 KiB echo handler over mutual TLS 1.3 on
+// loopback, for haproxy-tls.
+func startTLSBackend(b *testing.B, ca *pki, cert tls.Certificate) netip.AddrPort {
 	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	if pid == 0 {
-		return t
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the ")" closing the command name: state is the first,
-	// utime and stime the 12th and 13th.
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	for _, s := range f[11:13] {
-		ticks, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("/proc/%d/stat: %v", pid, err)
-		}
-		t += time.Duration(ticks) * haproxyTick
+	srv := &http.Server{
+		Handler:           echo1KB(),
+		ReadHeaderTimeout: 5 * time.Second,
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    ca.pool,
+			MinVersion:   tls.VersionTLS13,
+			NextProtos:   []string{"http/1.1"},
+		},
 	}
-	return t
+	goLabeled(appParty, func() { _ = srv.ServeTLS(ln, "", "") })
+	b.Cleanup(func() { srv.Close() })
+	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+// plainClient is an HTTP/1.1 client on at most loadClients keep-alive
+// connections.
+func plainClient(b *testing.B) *http.Client {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	tr := &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: loadClients, MaxConnsPerHost: loadClients}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: loadTimeout}
+}
+
+// tlsClient is plainClient over mutual TLS 1.3 with cert, expecting
+// serverName.
+func tlsClient(b *testing.B, ca *pki, cert tls.Certificate, serverName string) *http.Client {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	tr := &http.Transport{
+		Protocols: &protos, MaxIdleConnsPerHost: loadClients, MaxConnsPerHost: loadClients,
+		TLSClientConfig: &tls.Config{
+			RootCAs: ca.pool, Certificates: []tls.Certificate{cert}, ServerName: serverName,
+			MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"},
+		},
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: loadTimeout}
+}

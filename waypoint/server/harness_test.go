@@ -347,14 +347,26 @@ func (m *mesh) update(snap *model.Snapshot) {
 // dial opens a tunnel through the waypoint to target, as a client's
 // ztunnel would.
 func (m *mesh) dial(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+	return m.dialVia(ctx, m.wpAddr, target)
+}
+
+// dialVia opens a tunnel to target through the waypoint at server (m's
+// identity, maybe another process).
+func (m *mesh) dialVia(ctx context.Context, server, target netip.AddrPort) (net.Conn, error) {
 	return m.client.Dial(ctx, hbone.Request{
-		Source: m.clientID, Destination: m.wpID, Server: m.wpAddr, Target: target,
+		Source: m.clientID, Destination: m.wpID, Server: server, Target: target,
 		SourceIP: m.clientIP,
 	})
 }
 
 // httpClient talks HTTP/1.1 (or h2c) to target through the waypoint.
 func (m *mesh) httpClient(target netip.AddrPort, h2c bool) *http.Client {
+	return m.httpClientVia(m.wpAddr, target, h2c)
+}
+
+// httpClientVia talks HTTP/1.1 (or h2c) to target through the waypoint at
+// server, on at most loadClients tunnels.
+func (m *mesh) httpClientVia(server, target netip.AddrPort, h2c bool) *http.Client {
 	var protos http.Protocols
 	if h2c {
 		protos.SetUnencryptedHTTP2(true)
@@ -364,9 +376,10 @@ func (m *mesh) httpClient(target netip.AddrPort, h2c bool) *http.Client {
 	tr := &http.Transport{
 		Protocols: &protos,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return m.dial(ctx, target)
+			return m.dialVia(ctx, server, target)
 		},
-		MaxIdleConnsPerHost: 16,
+		MaxIdleConnsPerHost: loadClients,
+		MaxConnsPerHost:     loadClients,
 	}
 	m.t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
