@@ -104,7 +104,7 @@ func (c *Controller) rebuild() error {
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	m := model.Build(in)
+	m := model.BuildFrom(c.latest.Load(), in)
 	c.latest.Store(m)
 	for _, consume := range c.cfg.Consumers {
 		consume(m)

@@ -20,6 +20,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+	gwlistersv1beta1 "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1beta1"
 
 	securityv1 "github.com/ambit-mesh/ambit/api/security/v1"
 	"github.com/ambit-mesh/ambit/istiod-lite/model"
@@ -55,6 +56,7 @@ type Sources struct {
 	gateways        gwlisters.GatewayLister
 	httpRoutes      gwlisters.HTTPRouteLister
 	grpcRoutes      gwlisters.GRPCRouteLister
+	refGrants       gwlistersv1beta1.ReferenceGrantLister
 	authz           cache.GenericLister
 	peerAuthn       cache.GenericLister
 	informers       []cache.SharedIndexInformer
@@ -86,11 +88,13 @@ func NewSources(c Clients, onChange func()) (*Sources, error) {
 	s.gateways = gw.Gateways().Lister()
 	s.httpRoutes = gw.HTTPRoutes().Lister()
 	s.grpcRoutes = gw.GRPCRoutes().Lister()
+	refGrants := s.gateway.Gateway().V1beta1().ReferenceGrants()
+	s.refGrants = refGrants.Lister()
 	s.authz = s.dynamic.ForResource(AuthorizationPolicies).Lister()
 	s.peerAuthn = s.dynamic.ForResource(PeerAuthentications).Lister()
 	s.informers = []cache.SharedIndexInformer{
 		core.Namespaces().Informer(), s.podInformer, core.Services().Informer(), core.ServiceAccounts().Informer(),
-		gw.Gateways().Informer(), gw.HTTPRoutes().Informer(), gw.GRPCRoutes().Informer(),
+		gw.Gateways().Informer(), gw.HTTPRoutes().Informer(), gw.GRPCRoutes().Informer(), refGrants.Informer(),
 		s.dynamic.ForResource(AuthorizationPolicies).Informer(), s.dynamic.ForResource(PeerAuthentications).Informer(),
 	}
 	h := cache.ResourceEventHandlerFuncs{
@@ -156,6 +160,9 @@ func (s *Sources) Snapshot(base model.Inputs) (*model.Inputs, error) {
 	}
 	if in.GRPCRoutes, err = s.grpcRoutes.List(all); err != nil {
 		return nil, fmt.Errorf("list GRPCRoutes: %w", err)
+	}
+	if in.ReferenceGrants, err = s.refGrants.List(all); err != nil {
+		return nil, fmt.Errorf("list ReferenceGrants: %w", err)
 	}
 	if in.AuthorizationPolicies, err = convertAll[securityv1.AuthorizationPolicy](s.authz); err != nil {
 		return nil, err

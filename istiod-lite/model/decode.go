@@ -8,6 +8,7 @@ import (
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	securityv1 "github.com/ambit-mesh/ambit/api/security/v1"
@@ -59,6 +60,8 @@ func (in *Inputs) add(apiVersion, kind string, doc []byte) error {
 		return decodeInto(doc, &in.HTTPRoutes)
 	case gwv1.GroupVersion.String() + "/GRPCRoute":
 		return decodeInto(doc, &in.GRPCRoutes)
+	case gwv1beta1.GroupVersion.String() + "/ReferenceGrant":
+		return decodeInto(doc, &in.ReferenceGrants)
 	case securityv1.SchemeGroupVersion.String() + "/AuthorizationPolicy":
 		return decodeInto(doc, &in.AuthorizationPolicies)
 	case securityv1.SchemeGroupVersion.String() + "/PeerAuthentication":

@@ -3,6 +3,7 @@ package model
 import (
 	corev1 "k8s.io/api/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	securityv1 "github.com/ambit-mesh/ambit/api/security/v1"
 )
@@ -28,6 +29,8 @@ type Inputs struct {
 	PeerAuthentications   []*securityv1.PeerAuthentication
 	HTTPRoutes            []*gwv1.HTTPRoute
 	GRPCRoutes            []*gwv1.GRPCRoute
+	// ReferenceGrants permit routes to send to Services in other namespaces.
+	ReferenceGrants []*gwv1beta1.ReferenceGrant
 }
 
 // Ref names a namespaced object.

@@ -33,9 +33,11 @@ type Model struct {
 	// a waypoint.
 	Routes map[StatusKey]RouteStatus
 
-	// routeProtos are the Route resources of routes with an accepted parent, by
-	// RouteName.
+	// routeProtos are the Route resources of routes with an attached parent, by
+	// RouteName; goodRoutes their last valid translations, kept across builds.
 	routeProtos map[string]*workload.Route
+	goodRoutes  map[string]goodRoute
+	grants      referenceGrants
 	res         resources
 }
 
@@ -60,7 +62,12 @@ const (
 )
 
 // Build computes the model from a snapshot. It is a pure function of its input.
-func Build(input *Inputs) *Model {
+func Build(input *Inputs) *Model { return BuildFrom(nil, input) }
+
+// BuildFrom is Build for the model after prev (nil for the first): a route whose
+// spec became invalid keeps being served in its last valid version from prev. It is
+// a pure function of its inputs.
+func BuildFrom(prev *Model, input *Inputs) *Model {
 	in := input.withDefaults()
 	m := &Model{
 		TrustDomain:   in.TrustDomain,
@@ -74,6 +81,8 @@ func Build(input *Inputs) *Model {
 		Status:        map[StatusKey]ObjectStatus{},
 		Routes:        map[StatusKey]RouteStatus{},
 		routeProtos:   map[string]*workload.Route{},
+		goodRoutes:    map[string]goodRoute{},
+		grants:        indexReferenceGrants(in.ReferenceGrants),
 	}
 	namespaces := map[string]*corev1.Namespace{}
 	for _, ns := range in.Namespaces {
@@ -124,7 +133,7 @@ func Build(input *Inputs) *Model {
 	}
 	m.addAuthorizationPolicies(in.AuthorizationPolicies)
 	m.addPeerAuthentications(in.PeerAuthentications)
-	m.addRoutes(in.HTTPRoutes, in.GRPCRoutes)
+	m.addRoutes(&in, namespaces, prev)
 	for _, w := range m.Workloads {
 		for name, p := range m.Policies {
 			if p.appliesBySelector(w, m.RootNamespace) {

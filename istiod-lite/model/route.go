@@ -2,8 +2,13 @@ package model
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambit-mesh/ambit/api/mesh"
@@ -24,74 +29,109 @@ type RouteStatus struct {
 	Parents    []gwv1.RouteParentStatus
 }
 
-// routeStatus computes the parent statuses of a route with the given parents and
-// backends (one entry per backendRef of every rule).
-func (m *Model) routeStatus(ns string, gen int64, parents []gwv1.ParentReference, backends []gwv1.BackendRef) RouteStatus {
-	st := RouteStatus{Generation: gen}
-	resolved, rReason, rMsg := true, string(gwv1.RouteReasonResolvedRefs), "all backends resolved"
-	for _, b := range backends {
-		if problem, reason := m.backendProblem(ns, b.BackendObjectReference); problem != "" {
-			resolved, rReason, rMsg = false, reason, problem
-			break
-		}
-	}
-	for _, p := range parents {
-		group, kind := gwv1.GroupName, "Gateway"
-		if p.Group != nil {
-			group = string(*p.Group)
-		}
-		if p.Kind != nil {
-			kind = string(*p.Kind)
-		}
-		pns := ns
-		if p.Namespace != nil {
-			pns = string(*p.Namespace)
-		}
-		var accepted bool
-		var aReason, aMsg string
-		switch {
-		case kind == "Service" && (group == "" || group == "core"):
-			accepted = m.Services[pns+"/"+string(p.Name)+"."+pns+".svc."+m.DomainSuffix] != nil
-			aReason, aMsg = string(gwv1.RouteReasonAccepted), "attached to the Service (GAMMA)"
-			if !accepted {
-				aReason, aMsg = string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("no Service %s/%s", pns, p.Name)
-			}
-		case kind == "Gateway" && group == gwv1.GroupName:
-			w := m.Waypoints[Ref{Namespace: pns, Name: string(p.Name)}]
-			if w == nil {
-				continue // not a waypoint: another controller's parent
-			}
-			accepted, aReason, aMsg = true, string(gwv1.RouteReasonAccepted), "attached to the waypoint"
-			if pns != ns && !w.allowsNamespace(ns, nil) {
-				accepted, aReason, aMsg = false, string(gwv1.RouteReasonNotAllowedByListeners), "the waypoint does not admit routes from namespace "+ns
-			}
-		default:
-			continue
-		}
-		conds := []metav1.Condition{
-			{Type: string(gwv1.RouteConditionAccepted), Status: boolCondition(accepted), Reason: aReason, Message: aMsg, ObservedGeneration: gen},
-			{Type: string(gwv1.RouteConditionResolvedRefs), Status: boolCondition(resolved), Reason: rReason, Message: rMsg, ObservedGeneration: gen},
-		}
-		st.Parents = append(st.Parents, gwv1.RouteParentStatus{
-			ParentRef: p, ControllerName: mesh.WaypointControllerName, Conditions: conds,
-		})
-	}
-	return st
+// goodRoute is the last valid translation of a route, served in place of an
+// invalid edit of it.
+type goodRoute struct {
+	uid        types.UID
+	generation int64
+	proto      *workload.Route
 }
 
-// backendProblem says why a backend does not resolve, with the Gateway API reason.
-func (m *Model) backendProblem(ns string, b gwv1.BackendObjectReference) (problem, reason string) {
-	if (b.Group != nil && *b.Group != "" && *b.Group != "core") || (b.Kind != nil && *b.Kind != "Service") {
-		return fmt.Sprintf("backend %s: only Services are supported", b.Name), string(gwv1.RouteReasonInvalidKind)
+// addRoutes computes the status of every route Ambit handles and, for those with an
+// attached parent, the Route resource waypoints receive. A route whose spec cannot be
+// applied (a bad regular expression, an unsupported filter...) is not accepted; its
+// last valid translation in prev, if any, is served instead, else it is sent marked
+// invalid so that waypoints keep the version they have.
+func (m *Model) addRoutes(in *Inputs, namespaces map[string]*corev1.Namespace, prev *Model) {
+	nsLabels := func(ns string) map[string]string {
+		if n := namespaces[ns]; n != nil {
+			return n.Labels
+		}
+		return nil
 	}
-	bns := ns
-	if b.Namespace != nil {
-		bns = string(*b.Namespace)
+	for _, r := range in.HTTPRoutes {
+		m.addRoute(KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, m.translateHTTPRoute(r), nsLabels(r.Namespace), prev)
 	}
-	if m.Services[bns+"/"+string(b.Name)+"."+bns+".svc."+m.DomainSuffix] == nil {
-		return fmt.Sprintf("backend Service %s/%s not found", bns, b.Name), string(gwv1.RouteReasonBackendNotFound)
+	for _, r := range in.GRPCRoutes {
+		m.addRoute(KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, m.translateGRPCRoute(r), nsLabels(r.Namespace), prev)
 	}
-	return "", ""
+}
+
+func (m *Model) addRoute(kind string, meta metav1.ObjectMeta, refs []gwv1.ParentReference, tr translation, nsLabels map[string]string, prev *Model) {
+	ref := Ref{Namespace: meta.Namespace, Name: meta.Name}
+	name := RouteName(kind, ref)
+	gen := meta.Generation
+	var kept *goodRoute
+	if prev != nil && tr.invalid != "" {
+		if g, ok := prev.goodRoutes[name]; ok && g.uid == meta.UID {
+			kept = &g
+		}
+	}
+	resolved := resolvedCondition(tr.unresolved, gen)
+	st := RouteStatus{Generation: gen}
+	var parents []*workload.RouteParent
+	for _, p := range refs {
+		a, handled := m.attach(kind, meta.Namespace, nsLabels, p)
+		if !handled {
+			continue
+		}
+		accepted := metav1.Condition{Type: string(gwv1.RouteConditionAccepted), Status: boolCondition(a.ok),
+			Reason: a.reason, Message: a.message, ObservedGeneration: gen}
+		if a.ok {
+			if !slices.ContainsFunc(parents, func(q *workload.RouteParent) bool { return proto.Equal(q, a.parent) }) {
+				parents = append(parents, a.parent)
+			}
+			if tr.invalid != "" {
+				accepted.Status, accepted.Reason = metav1.ConditionFalse, string(tr.reason)
+				accepted.Message = invalidMessage(tr.invalid, kept)
+			}
+		}
+		st.Parents = append(st.Parents, gwv1.RouteParentStatus{
+			ParentRef: p, ControllerName: mesh.WaypointControllerName, Conditions: []metav1.Condition{accepted, resolved},
+		})
+	}
+	if len(st.Parents) == 0 {
+		return
+	}
+	m.Routes[StatusKey{Kind: kind, Ref: ref}] = st
+	switch {
+	case tr.invalid == "" && len(parents) > 0:
+		tr.proto.Parents = parents
+		m.routeProtos[name] = tr.proto
+		m.goodRoutes[name] = goodRoute{uid: meta.UID, generation: gen, proto: tr.proto}
+	case kept != nil:
+		m.routeProtos[name] = kept.proto
+		m.goodRoutes[name] = *kept
+	case tr.invalid != "" && len(parents) > 0:
+		m.routeProtos[name] = &workload.Route{Kind: tr.proto.GetKind(), Namespace: meta.Namespace, Name: meta.Name,
+			CreatedUnixNanos: tr.proto.GetCreatedUnixNanos(), Parents: parents, Invalid: tr.invalid}
+	}
+}
+
+func invalidMessage(why string, kept *goodRoute) string {
+	if kept != nil {
+		return fmt.Sprintf("not applied: %s; the last valid version (generation %d) stays applied", why, kept.generation)
+	}
+	return "not applied: " + why + "; waypoints keep the version they last applied, if any"
+}
+
+// resolvedCondition is the ResolvedRefs condition: the reason of the first backendRef
+// that does not resolve, and every problem in the message.
+func resolvedCondition(problems []backendProblem, gen int64) metav1.Condition {
+	c := metav1.Condition{Type: string(gwv1.RouteConditionResolvedRefs), Status: metav1.ConditionTrue,
+		Reason: string(gwv1.RouteReasonResolvedRefs), Message: "all backends resolved", ObservedGeneration: gen}
+	if len(problems) == 0 {
+		return c
+	}
+	var msgs []string
+	for _, p := range problems {
+		if !slices.Contains(msgs, p.message) {
+			msgs = append(msgs, p.message)
+		}
+	}
+	c.Status, c.Reason = metav1.ConditionFalse, string(problems[0].reason)
+	c.Message = strings.Join(msgs, "; ") + "; requests routed to them are answered 500"
+	return c
 }
 
 func boolCondition(b bool) metav1.ConditionStatus {
@@ -99,39 +139,4 @@ func boolCondition(b bool) metav1.ConditionStatus {
 		return metav1.ConditionTrue
 	}
 	return metav1.ConditionFalse
-}
-
-// addRoutes computes the status of every route Ambit handles and, for those with an
-// accepted parent, the Route resource waypoints receive.
-func (m *Model) addRoutes(http []*gwv1.HTTPRoute, grpc []*gwv1.GRPCRoute) {
-	add := func(kind string, meta metav1.ObjectMeta, parents []gwv1.ParentReference, backends []gwv1.BackendRef) []*workload.RouteParent {
-		st := m.routeStatus(meta.Namespace, meta.Generation, parents, backends)
-		if len(st.Parents) == 0 {
-			return nil
-		}
-		m.Routes[StatusKey{Kind: kind, Ref: Ref{Namespace: meta.Namespace, Name: meta.Name}}] = st
-		return acceptedParents(st)
-	}
-	for _, r := range http {
-		var backends []gwv1.BackendRef
-		for _, rule := range r.Spec.Rules {
-			for _, b := range rule.BackendRefs {
-				backends = append(backends, b.BackendRef)
-			}
-		}
-		if parents := add(KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, backends); len(parents) > 0 {
-			m.routeProtos[RouteName(KindHTTPRoute, Ref{Namespace: r.Namespace, Name: r.Name})] = httpRouteProto(r, parents)
-		}
-	}
-	for _, r := range grpc {
-		var backends []gwv1.BackendRef
-		for _, rule := range r.Spec.Rules {
-			for _, b := range rule.BackendRefs {
-				backends = append(backends, b.BackendRef)
-			}
-		}
-		if parents := add(KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, backends); len(parents) > 0 {
-			m.routeProtos[RouteName(KindGRPCRoute, Ref{Namespace: r.Namespace, Name: r.Name})] = grpcRouteProto(r, parents)
-		}
-	}
 }

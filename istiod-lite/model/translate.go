@@ -281,9 +281,37 @@ func (m *Model) ForWaypoint(ref Ref) Resources {
 			r := Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
 			if p.GetKind() == "Gateway" && r == ref || p.GetKind() == "Service" && bound[r] {
 				routes[name] = m.res.routes[name]
+				m.addRouteBackends(addrs, rt)
 				break
 			}
 		}
 	}
 	return Resources{workload.AddressType: addrs, workload.AuthorizationType: auths, workload.RouteType: routes}
+}
+
+// addRouteBackends adds the Services a route sends to (backends and mirrors that
+// resolve) and their endpoints, which the waypoint balances over.
+func (m *Model) addRouteBackends(addrs map[string]*Resource, rt *workload.Route) {
+	add := func(b *workload.RouteBackend) {
+		if b.GetUnresolved() != "" {
+			return
+		}
+		key := b.GetNamespace() + "/" + b.GetName() + "." + b.GetNamespace() + ".svc." + m.DomainSuffix
+		s := m.Services[key]
+		if s == nil || addrs[key] != nil {
+			return
+		}
+		addrs[key] = m.res.services[key]
+		for _, uid := range s.Endpoints {
+			addrs[uid] = m.res.workloadRemote[uid]
+		}
+	}
+	for _, r := range rt.GetRules() {
+		for _, b := range r.GetBackends() {
+			add(b)
+		}
+		for _, mr := range r.GetFilters().GetMirrors() {
+			add(mr.GetBackend())
+		}
+	}
 }

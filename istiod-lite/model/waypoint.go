@@ -27,6 +27,19 @@ type Waypoint struct {
 	// allowedRoutes; Same by default).
 	from     gwv1.FromNamespaces
 	selector labels.Selector
+	// listeners are the Gateway's listeners, for route attachment.
+	listeners []listener
+}
+
+// listener is a Gateway listener as route attachment sees it.
+type listener struct {
+	name     string
+	port     int32
+	protocol string
+	// kinds are allowedRoutes.kinds; empty allows HTTPRoute and GRPCRoute.
+	kinds    []gwv1.RouteGroupKind
+	from     gwv1.FromNamespaces
+	selector labels.Selector
 }
 
 // Binding problems, reported on workloads and services (and by kubectl ambit).
@@ -61,36 +74,50 @@ func waypointFromGateway(gw *gwv1.Gateway, nsLabels map[string]string, domainSuf
 	default:
 		w.For = mesh.WaypointForService
 	}
+	meshSeen := false
 	for _, l := range gw.Spec.Listeners {
-		if string(l.Protocol) != mesh.WaypointProtocol || l.AllowedRoutes == nil || l.AllowedRoutes.Namespaces == nil {
-			continue
-		}
-		rn := l.AllowedRoutes.Namespaces
-		if rn.From != nil {
-			w.from = *rn.From
-		}
-		if w.from == gwv1.NamespacesFromSelector {
-			sel, err := metav1.LabelSelectorAsSelector(rn.Selector)
-			if err != nil {
-				sel = labels.Nothing()
+		ln := listener{name: string(l.Name), port: int32(l.Port), protocol: string(l.Protocol), from: gwv1.NamespacesFromSame}
+		if ar := l.AllowedRoutes; ar != nil {
+			ln.kinds = ar.Kinds
+			if rn := ar.Namespaces; rn != nil {
+				if rn.From != nil {
+					ln.from = *rn.From
+				}
+				if ln.from == gwv1.NamespacesFromSelector {
+					sel, err := metav1.LabelSelectorAsSelector(rn.Selector)
+					if err != nil {
+						sel = labels.Nothing()
+					}
+					ln.selector = sel
+				}
 			}
-			w.selector = sel
 		}
-		break
+		w.listeners = append(w.listeners, ln)
+		// Bindings follow the first mesh listener's allowedRoutes.namespaces.
+		if !meshSeen && ln.protocol == mesh.WaypointProtocol && l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil {
+			meshSeen = true
+			w.from, w.selector = ln.from, ln.selector
+		}
 	}
 	return w
 }
 
 // allowsNamespace says whether objects in namespace ns (with nsLabels) may bind to w.
 func (w *Waypoint) allowsNamespace(ns string, nsLabels map[string]string) bool {
-	if ns == w.Ref.Namespace {
-		return w.from != gwv1.NamespacesFromNone
+	return namespaceAllowed(w.from, w.selector, w.Ref.Namespace, ns, nsLabels)
+}
+
+// namespaceAllowed applies allowedRoutes.namespaces of a listener of a Gateway in
+// namespace own to namespace ns (with nsLabels).
+func namespaceAllowed(from gwv1.FromNamespaces, sel labels.Selector, own, ns string, nsLabels map[string]string) bool {
+	if ns == own {
+		return from != gwv1.NamespacesFromNone
 	}
-	switch w.from {
+	switch from {
 	case gwv1.NamespacesFromAll:
 		return true
 	case gwv1.NamespacesFromSelector:
-		return w.selector != nil && w.selector.Matches(labels.Set(nsLabels))
+		return sel != nil && sel.Matches(labels.Set(nsLabels))
 	}
 	return false
 }

@@ -81,7 +81,11 @@ func subscribe(t testing.TB, c ads.AggregatedDiscoveryServiceClient, id string, 
 		t.Fatal(err)
 	}
 	cl := &client{t: t, stream: s, have: map[string]map[string]string{}}
-	for _, typ := range []string{workload.AddressType, workload.AuthorizationType} {
+	types := []string{workload.AddressType, workload.AuthorizationType}
+	if strings.HasPrefix(id, "waypoint~") {
+		types = append(types, workload.RouteType)
+	}
+	for _, typ := range types {
 		cl.have[typ] = map[string]string{}
 		req := &ads.DeltaDiscoveryRequest{Node: &discovery.Node{Id: id}, TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}
 		if have != nil {
@@ -177,7 +181,10 @@ func TestGoldenSubscriberViews(t *testing.T) {
 	for _, id := range []string{"ztunnel~node-a", "ztunnel~node-b", "waypoint~app~waypoint"} {
 		t.Run(id, func(t *testing.T) {
 			cl := subscribe(t, c, id, nil)
-			resps := []*ads.DeltaDiscoveryResponse{cl.recv(""), cl.recv("")}
+			var resps []*ads.DeltaDiscoveryResponse
+			for range cl.have { // one response per type subscribed
+				resps = append(resps, cl.recv(""))
+			}
 			golden(t, "mesh."+id+".golden.json", render(t, resps))
 		})
 	}
