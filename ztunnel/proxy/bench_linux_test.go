@@ -76,6 +76,11 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 		b.Fatalf("stunnel4 is needed for the comparison and is not installed (apt-get install -y stunnel4): %v", err)
 	}
 	checkFileLimit(b)
+	if NewBenchTelemetry == nil {
+		b.Fatal("NewBenchTelemetry is not set: bench_telemetry_ext_test.go is missing from the test binary")
+	}
+	benchTelemetry = NewBenchTelemetry
+	defer func() { benchTelemetry = nil }()
 	tp := newTopology(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)

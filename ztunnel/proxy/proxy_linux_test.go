@@ -86,7 +86,11 @@ func startZtunnel(t testing.TB, ctx context.Context, ca *hbonetest.CA, pod Pod) 
 	}
 	z := &ztunnel{tables: state.NewTables(), obs: newCounter()}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	z.proxy, err = New(Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: z.obs, Log: log,
+	var obs Observer = z.obs
+	if benchTelemetry != nil {
+		obs = teeObserver{z.obs, benchTelemetry(t, z.tables)}
+	}
+	z.proxy, err = New(Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: obs, Log: log,
 		ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
