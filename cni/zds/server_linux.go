@@ -31,17 +31,32 @@ type Workload struct {
 	Netns *os.File
 }
 
-// Server serves the hand-off socket. Live updates go to the newest ztunnel connection
-// whose snapshot completed (during a ztunnel upgrade the old one keeps what it has);
-// every connection gets the full snapshot first.
+// entry is a recorded workload and its generation: a new Add of the same uid (a
+// recreated sandbox) is a new generation, which a connection that has an older one
+// must be sent again.
+type entry struct {
+	Workload
+	gen uint64
+}
+
+// Server serves the hand-off socket. Several ztunnels may be connected at once: during
+// a rollout the new one starts (and connects) while the old one still serves. Every
+// connection gets the full snapshot first; live Adds go to the newest connection whose
+// snapshot completed, so that the ztunnel that is taking over serves new pods and the
+// old one keeps only what it has; Dels go to every connection that has the pod, so
+// that none keeps listeners in a pod that is gone or released. When the newest
+// connection goes away while an older one is still connected (a new ztunnel that
+// crashed during a rollout), the older one becomes the newest again and is sent the
+// Adds it missed first.
 type Server struct {
 	path       string
 	log        *slog.Logger
 	ackTimeout time.Duration
 
-	mu        sync.Mutex // guards workloads and latest; held while talking to ztunnel
-	workloads map[string]Workload
-	latest    *conn
+	mu        sync.Mutex // guards workloads, gen and conns; held while talking to ztunnel
+	workloads map[string]entry
+	gen       uint64
+	conns     []*conn // snapshot completed, oldest first: the last one gets live Adds
 }
 
 // NewServer returns a server for the socket at path. It does no I/O until Run.
@@ -49,7 +64,7 @@ func NewServer(path string, ackTimeout time.Duration, log *slog.Logger) *Server 
 	if ackTimeout <= 0 {
 		ackTimeout = DefaultAckTimeout
 	}
-	return &Server{path: path, log: log, ackTimeout: ackTimeout, workloads: map[string]Workload{}}
+	return &Server{path: path, log: log, ackTimeout: ackTimeout, workloads: map[string]entry{}}
 }
 
 // Run serves ztunnel connections until ctx ends, then closes them and every netns
@@ -73,7 +88,7 @@ func (s *Server) Run(ctx context.Context) error {
 			w.Netns.Close()
 		}
 	}
-	s.workloads = map[string]Workload{}
+	s.workloads = map[string]entry{}
 	return err
 }
 
@@ -89,23 +104,26 @@ func (s *Server) serve(ctx context.Context, c *conn) {
 	s.mu.Lock()
 	err := s.sendSnapshot(c)
 	if err == nil {
-		s.latest = c
+		s.conns = append(s.conns, c)
 	}
-	n := len(s.workloads)
+	n, others := len(s.workloads), len(s.conns)-1
 	s.mu.Unlock()
 	if err != nil {
 		log.Warn("snapshot to ztunnel failed", "err", err)
 		return
 	}
-	log.Info("ztunnel connected, snapshot sent", "workloads", n)
+	log.Info("ztunnel connected, snapshot sent; it gets new pods from now on", "workloads", n, "older connections", others)
 	select {
 	case <-ctx.Done():
 	case <-c.dead:
 		log.Info("ztunnel disconnected", "err", c.err())
 	}
 	s.mu.Lock()
-	if s.latest == c {
-		s.latest = nil
+	if ctx.Err() != nil {
+		// The agent is stopping: nobody is to be caught up.
+		s.conns = slices.DeleteFunc(s.conns, func(x *conn) bool { return x == c })
+	} else {
+		s.drop(c, nil)
 	}
 	s.mu.Unlock()
 }
@@ -128,15 +146,83 @@ func (s *Server) sendSnapshot(c *conn) error {
 		if err != nil {
 			return fmt.Errorf("workload %s: %w", uid, err)
 		}
+		c.has[uid] = w.gen
 	}
 	return c.request(snapshotSentRequest(), nil)
+}
+
+// newest is the connection live Adds go to, or nil. Callers hold s.mu.
+func (s *Server) newest() *conn {
+	if len(s.conns) == 0 {
+		return nil
+	}
+	return s.conns[len(s.conns)-1]
+}
+
+// drop forgets c (closing it if err says why it failed mid-request; a connection that
+// went away by itself is already closed). If c was the newest and an older
+// connection remains, that one is caught up: it takes over new pods. Callers hold
+// s.mu.
+func (s *Server) drop(c *conn, err error) {
+	i := slices.Index(s.conns, c)
+	if i < 0 {
+		return
+	}
+	if err != nil {
+		s.log.Warn("ztunnel connection failed, waiting for it to reconnect", "conn", c.id, "err", err)
+		c.close()
+	}
+	s.conns = slices.Delete(s.conns, i, i+1)
+	if i == len(s.conns) {
+		s.catchUp()
+	}
+}
+
+// catchUp brings the newest connection up to date after a newer one went away: Adds
+// for the workloads (or generations) it lacks, Dels for any it should not have. A
+// connection that fails meanwhile is dropped and the next older one caught up.
+// Callers hold s.mu.
+func (s *Server) catchUp() {
+	c := s.newest()
+	if c == nil {
+		return
+	}
+	for _, uid := range slices.Sorted(maps.Keys(c.has)) {
+		if _, ok := s.workloads[uid]; ok {
+			continue
+		}
+		if err := c.request(delRequest(uid), nil); err != nil && !errors.Is(err, ErrRejected) {
+			s.drop(c, err)
+			return
+		}
+		delete(c.has, uid)
+	}
+	sent := 0
+	for _, uid := range slices.Sorted(maps.Keys(s.workloads)) {
+		w := s.workloads[uid]
+		if gen, ok := c.has[uid]; w.Netns == nil || (ok && gen == w.gen) {
+			continue
+		}
+		err := c.request(addRequest(w.UID, w.Info), w.Netns)
+		if errors.Is(err, ErrRejected) {
+			s.log.Warn("ztunnel rejected a workload while catching up", "conn", c.id, "uid", uid, "err", err)
+			continue
+		}
+		if err != nil {
+			s.drop(c, err)
+			return
+		}
+		c.has[uid] = w.gen
+		sent++
+	}
+	s.log.Info("the newest ztunnel went away; an older connection takes new pods again", "conn", c.id, "added", sent)
 }
 
 // Connected reports whether a ztunnel has a completed snapshot and is listening.
 func (s *Server) Connected() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.latest != nil
+	return len(s.conns) > 0
 }
 
 // Has reports whether the server holds the workload uid.
@@ -147,30 +233,41 @@ func (s *Server) Has(uid string) bool {
 	return ok
 }
 
-// Add records w (taking ownership of w.Netns) and, if ztunnel is connected, sends it
-// and waits for the Ack. ztunnel rejecting it returns ErrRejected and records nothing.
-// No ztunnel, or a ztunnel that goes away meanwhile, is not an error: it gets w in
-// its next snapshot. Adding a uid again replaces it (ztunnel treats Add as upsert).
+// Add records w (taking ownership of w.Netns) and, if a ztunnel is connected, sends it
+// to the newest one and waits for the Ack. ztunnel rejecting it returns ErrRejected
+// and records nothing. No ztunnel, or a ztunnel that goes away meanwhile, is not an
+// error: the next connection gets w in its snapshot (or, if an older connection
+// remains, in its catch-up). Adding a uid again replaces it (ztunnel treats Add as
+// upsert).
 func (s *Server) Add(w Workload) error {
 	if w.UID == "" || w.Netns == nil {
 		return errors.New("zds: add needs a uid and a netns")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.latest != nil {
-		err := s.latest.request(addRequest(w.UID, w.Info), w.Netns)
+	var failed *conn
+	var ferr error
+	if c := s.newest(); c != nil {
+		err := c.request(addRequest(w.UID, w.Info), w.Netns)
 		if errors.Is(err, ErrRejected) {
 			w.Netns.Close()
 			return fmt.Errorf("zds: add %s: %w", w.UID, err)
 		}
 		if err != nil {
-			s.dropLatest(err)
+			failed, ferr = c, err
 		}
 	}
 	if old, ok := s.workloads[w.UID]; ok && old.Netns != nil && old.Netns != w.Netns {
 		old.Netns.Close()
 	}
-	s.workloads[w.UID] = w
+	s.gen++
+	s.workloads[w.UID] = entry{Workload: w, gen: s.gen}
+	if c := s.newest(); c != nil && failed == nil {
+		c.has[w.UID] = s.gen
+	}
+	if failed != nil {
+		s.drop(failed, ferr) // an older connection, if any, is caught up with w
+	}
 	return nil
 }
 
@@ -180,11 +277,13 @@ func (s *Server) Keep(uid string, info *zdsapi.WorkloadInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.workloads[uid]; !ok {
-		s.workloads[uid] = Workload{UID: uid, Info: info}
+		s.gen++
+		s.workloads[uid] = entry{Workload: Workload{UID: uid, Info: info}, gen: s.gen}
 	}
 }
 
-// Del forgets the workload uid and tells a connected ztunnel. Unknown uids are fine.
+// Del forgets the workload uid and tells every connected ztunnel that has it. Unknown
+// uids are fine.
 func (s *Server) Del(uid string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -196,33 +295,33 @@ func (s *Server) Del(uid string) error {
 	if w.Netns != nil {
 		defer w.Netns.Close()
 	}
-	if s.latest == nil {
-		return nil
+	var errs []error
+	for _, c := range slices.Clone(s.conns) {
+		if _, has := c.has[uid]; !has {
+			continue
+		}
+		err := c.request(delRequest(uid), nil)
+		if errors.Is(err, ErrRejected) {
+			// ztunnel keeps nothing for a pod the agent released; its next snapshot
+			// will not name it either.
+			delete(c.has, uid)
+			errs = append(errs, fmt.Errorf("zds: del %s: %w", uid, err))
+			continue
+		}
+		if err != nil {
+			s.drop(c, err)
+			continue
+		}
+		delete(c.has, uid)
 	}
-	err := s.latest.request(delRequest(uid), nil)
-	if errors.Is(err, ErrRejected) {
-		// ztunnel keeps nothing for a pod the agent released; its next snapshot
-		// will not name it either.
-		return fmt.Errorf("zds: del %s: %w", uid, err)
-	}
-	if err != nil {
-		s.dropLatest(err)
-	}
-	return nil
-}
-
-// dropLatest closes a connection that failed mid-request; ztunnel reconnects and gets
-// a fresh snapshot. Callers hold s.mu.
-func (s *Server) dropLatest(err error) {
-	s.log.Warn("ztunnel connection failed, waiting for it to reconnect", "conn", s.latest.id, "err", err)
-	s.latest.close()
-	s.latest = nil
+	return errors.Join(errs...)
 }
 
 // conn is one ztunnel connection. Requests are strictly one at a time (the server's
 // lock serializes them); a reader goroutine delivers Acks and notices hang-ups.
 type conn struct {
 	id         string
+	has        map[string]uint64 // uid -> generation it was sent; guarded by Server.mu
 	c          *net.UnixConn
 	ackTimeout time.Duration
 	acks       chan *zdsapi.Ack
@@ -236,7 +335,7 @@ type conn struct {
 }
 
 func newConn(c *net.UnixConn, ackTimeout time.Duration) *conn {
-	return &conn{id: fmt.Sprintf("%p", c), c: c, ackTimeout: ackTimeout,
+	return &conn{id: fmt.Sprintf("%p", c), c: c, ackTimeout: ackTimeout, has: map[string]uint64{},
 		acks: make(chan *zdsapi.Ack, 1), dead: make(chan struct{}), readDone: make(chan struct{})}
 }
 

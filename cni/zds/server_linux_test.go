@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +82,11 @@ func expect(t *testing.T, cl *zdstest.Client, want, errMsg string) {
 func dial(t *testing.T, path string) *zdstest.Client {
 	t.Helper()
 	cl, err := zdstest.Dial(path)
+	// The socket file appears at bind, a moment before listen: refused until then.
+	for i := 0; errors.Is(err, syscall.ECONNREFUSED) && i < 200; i++ {
+		time.Sleep(10 * time.Millisecond)
+		cl, err = zdstest.Dial(path)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,4 +218,110 @@ func TestBadHelloIsRefused(t *testing.T) {
 
 func addAsync(s *zds.Server, w zds.Workload) <-chan error {
 	return async(func() error { return s.Add(w) })
+}
+
+// TestNewPodsGoToTheNewestZtunnelAndDelsToEveryOne is a rollout: the new ztunnel
+// connects while the old one still serves. Both get the snapshot; a pod added
+// afterwards goes to the new one only; a pod removed is removed from both.
+func TestNewPodsGoToTheNewestZtunnelAndDelsToEveryOne(t *testing.T) {
+	s, path := start(t, 2*time.Second)
+	if err := s.Add(workload(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	old := dial(t, path)
+	expect(t, old, "add a", "")
+	expect(t, old, "snapshot", "")
+	waitConnected(t, s, true)
+
+	fresh := dial(t, path)
+	expect(t, fresh, "add a", "")
+	expect(t, fresh, "snapshot", "")
+
+	done := addAsync(s, workload(t, "b"))
+	expect(t, fresh, "add b", "")
+	if err := <-done; err != nil {
+		t.Fatalf("Add with two ztunnels: %v", err)
+	}
+	// b only ever went to the new one, so its removal goes there only; a is on both.
+	done = async(func() error { return s.Del("b") })
+	expect(t, fresh, "del b", "")
+	if err := <-done; err != nil {
+		t.Fatalf("Del b: %v", err)
+	}
+	done = async(func() error { return s.Del("a") })
+	// Dels go to the connections in the order they connected. The old one's next
+	// message being this Del proves it was sent neither "add b" nor "del b".
+	expect(t, old, "del a", "")
+	expect(t, fresh, "del a", "")
+	if err := <-done; err != nil {
+		t.Fatalf("Del a: %v", err)
+	}
+}
+
+// TestOlderZtunnelCatchesUpWhenTheNewestGoesAway: a new ztunnel that crashes during a
+// rollout leaves the old one, which must then serve what it missed meanwhile (and get
+// new pods again), without being sent what it already has.
+func TestOlderZtunnelCatchesUpWhenTheNewestGoesAway(t *testing.T) {
+	s, path := start(t, 2*time.Second)
+	if err := s.Add(workload(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(workload(t, "r")); err != nil {
+		t.Fatal(err)
+	}
+	old := dial(t, path)
+	expect(t, old, "add a", "")
+	expect(t, old, "add r", "")
+	expect(t, old, "snapshot", "")
+	fresh := dial(t, path)
+	expect(t, fresh, "add a", "")
+	expect(t, fresh, "add r", "")
+	expect(t, fresh, "snapshot", "")
+
+	done := addAsync(s, workload(t, "b")) // new pod: the new ztunnel only
+	expect(t, fresh, "add b", "")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done = addAsync(s, workload(t, "r")) // recreated sandbox: a new netns for r
+	expect(t, fresh, "add r", "")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	fresh.Close()
+	// Caught up: b (never sent) and r (its new netns); not a, which it has.
+	expect(t, old, "add b", "")
+	expect(t, old, "add r", "")
+	done = addAsync(s, workload(t, "c"))
+	expect(t, old, "add c", "")
+	if err := <-done; err != nil {
+		t.Fatalf("Add after the newest left: %v", err)
+	}
+	waitConnected(t, s, true)
+}
+
+// TestSilentNewestZtunnelFallsBackToTheOlder: a new ztunnel that stops answering is
+// dropped after the ack timeout and the pod it did not take goes to the older one.
+func TestSilentNewestZtunnelFallsBackToTheOlder(t *testing.T) {
+	s, path := start(t, 300*time.Millisecond)
+	old := dial(t, path)
+	expect(t, old, "snapshot", "")
+	fresh := dial(t, path)
+	expect(t, fresh, "snapshot", "")
+	waitConnected(t, s, true)
+
+	done := addAsync(s, workload(t, "x"))
+	if _, f, err := fresh.Recv(2 * time.Second); err != nil { // read, never ack
+		t.Fatal(err)
+	} else {
+		f.Close()
+	}
+	expect(t, old, "add x", "")
+	if err := <-done; err != nil {
+		t.Fatalf("Add whose newest ztunnel went silent = %v, want nil (the older one took it)", err)
+	}
+	if _, _, err := fresh.Recv(2 * time.Second); err == nil {
+		t.Error("the silent ztunnel's connection was not closed")
+	}
 }
