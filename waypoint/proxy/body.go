@@ -130,23 +130,32 @@ func (r *replayReader) Read(p []byte) (int, error) {
 // server closes it when the handler returns.
 func (r *replayReader) Close() error { return nil }
 
-// countingBody counts the request body bytes read.
+// countingBody counts the request body bytes read, and tells the idle guard.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	eof  atomic.Bool
+	idle *idleGuard
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	c.n.Add(int64(n))
+	if n > 0 {
+		c.n.Add(int64(n))
+		c.idle.progress()
+	}
+	if errors.Is(err, io.EOF) {
+		c.eof.Store(true)
+	}
 	return n, err
 }
 
-// recorder notes the status and size of the response.
+// recorder notes the status and size of the response, and tells the idle guard.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	idle   *idleGuard
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -162,6 +171,9 @@ func (w *recorder) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	if n > 0 {
+		w.idle.progress()
+	}
 	return n, err
 }
 

@@ -45,6 +45,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = ex.reqBytes
 	}
 	ctx, span := p.cfg.Tracing.Start(r.Context(), r)
+	if p.cfg.StreamIdleTimeout > 0 && r.Header.Get("Upgrade") == "" {
+		// An upgraded connection (WebSocket) is relayed outside this exchange.
+		var g *idleGuard
+		ctx, g = guardIdle(ctx, w, p.cfg.StreamIdleTimeout)
+		rec.idle, ex.reqBytes.idle = g, g
+		defer g.stop()
+	}
 	r = r.WithContext(context.WithValue(ctx, exchangeKey{}, ex))
 	p.serve(rec, r, ex)
 	span.End()

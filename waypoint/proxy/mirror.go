@@ -40,7 +40,7 @@ func (p *Proxy) mirror(r *http.Request, ex *exchange, st *state) {
 			}
 		}
 		b := st.backends[m.Backend.Key()]
-		if b == nil {
+		if b == nil || m.Backend.Unresolved != "" {
 			continue
 		}
 		select {

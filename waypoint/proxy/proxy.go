@@ -22,7 +22,8 @@ const (
 	DefaultDetectTimeout     = time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 5 * time.Minute
-	DefaultMaxHeaderBytes    = 60 << 10 // Envoy's default limit
+	DefaultStreamIdleTimeout = 5 * time.Minute // Envoy's stream_idle_timeout
+	DefaultMaxHeaderBytes    = 60 << 10        // Envoy's default limit
 	DefaultRetryBufferBytes  = 64 << 10
 	DefaultRetryBackoff      = 25 * time.Millisecond
 	DefaultDrainTimeout      = 5 * time.Second
@@ -60,6 +61,11 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a client connection idle this long.
 	IdleTimeout time.Duration
+	// StreamIdleTimeout aborts a request whose body and response make no
+	// progress this long (a client sending or reading slowly, an upstream
+	// not answering): 408 while the request body is unfinished, else 504.
+	// Negative disables it; WebSocket upgrades are exempt.
+	StreamIdleTimeout time.Duration
 	// MaxHeaderBytes bounds request headers; larger ones get 431.
 	MaxHeaderBytes int
 	// RetryBufferBytes is how much of a request body is kept to replay it
@@ -96,6 +102,7 @@ func (c *Config) setDefaults() error {
 	def(&c.DetectTimeout, DefaultDetectTimeout)
 	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
 	def(&c.RetryBackoff, DefaultRetryBackoff)
 	def(&c.DrainTimeout, DefaultDrainTimeout)
 	if c.MaxHeaderBytes == 0 {

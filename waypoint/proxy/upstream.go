@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -74,6 +75,7 @@ func (p *Proxy) reverseProxy() *httputil.ReverseProxy {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorResponse,
 		BufferPool:     newBufferPool(),
+		ErrorLog:       slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -262,6 +264,12 @@ func (p *Proxy) errorResponse(w http.ResponseWriter, r *http.Request, err error)
 	ex := exchangeFrom(r.Context())
 	code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers"
 	switch {
+	case errors.Is(context.Cause(r.Context()), errStreamIdle):
+		// Envoy's answers: 408 while the client still owes the body, else 504.
+		ex.flags, code, msg = "SI", http.StatusGatewayTimeout, "stream timeout"
+		if r.Body != nil && r.Body != http.NoBody && !ex.reqBytes.eof.Load() {
+			code = http.StatusRequestTimeout
+		}
 	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		ex.flags = "DC"
 		code, msg = 499, "client disconnected"
