@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambit-mesh/ambit/e2e/harness"
 )
 
 // A waypoint for the namespace's services (istio.io/waypoint-for defaults to service).
@@ -252,6 +254,191 @@ spec:
 		})
 		if out, err := httpFrom(ns.Name, "client", "GET", url); err != nil {
 			t.Errorf("GET to the %s through the waypoint: %v (%s)", what, err, out)
+		}
+	}
+}
+
+// waypointForNamespace makes ns ambient with echo and client, deploys the namespace's
+// waypoint and binds the namespace to it once it is Programmed.
+func waypointForNamespace(t *testing.T, ns *harness.Namespace) echoApp {
+	t.Helper()
+	ns.Kubectl("label", "namespace", ns.Name, "istio.io/dataplane-mode=ambient")
+	app := deployEchoAndClient(t, ns, "")
+	waitRedirection(ns, "enabled", "client", app.echoPod)
+	ns.Apply(waypointGateway)
+	ns.Eventually(2*time.Minute, "Gateway Programmed", func() error {
+		out, err := cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", "gateway", "waypoint", "-o",
+			`jsonpath={.status.conditions[?(@.type=="Programmed")].status}`)
+		if err != nil || out != "True" {
+			return fmt.Errorf("Programmed = %q (%w)", out, err)
+		}
+		return nil
+	})
+	ns.Kubectl("label", "namespace", ns.Name, "istio.io/use-waypoint=waypoint")
+	return app
+}
+
+// routeConditions returns "Accepted/ResolvedRefs" status and reasons of a route's
+// first parent, as "True:Accepted/False:RefNotPermitted".
+func routeConditions(ns *harness.Namespace, kind, name string) (string, error) {
+	return cl.Kubectl(context.Background(), "", "-n", ns.Name, "get", kind, name, "-o",
+		`jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}:{.status.parents[0].conditions[?(@.type=="Accepted")].reason}`+
+			`/{.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}:{.status.parents[0].conditions[?(@.type=="ResolvedRefs")].reason}`)
+}
+
+// TestWaypointRouteToOtherNamespaceNeedsReferenceGrant: a GAMMA HTTPRoute sending
+// "x-backend: b" to a Service in another namespace gets ResolvedRefs=False
+// (RefNotPermitted) and those requests 500 until a ReferenceGrant in that namespace
+// allows it; then they reach the other namespace's pod, and after the grant is
+// deleted they get 500 again. Other requests follow the route's default rule
+// throughout.
+func TestWaypointRouteToOtherNamespaceNeedsReferenceGrant(t *testing.T) {
+	ns := cl.NewNamespace(t)
+	other := cl.NewNamespace(t)
+	other.Kubectl("label", "namespace", other.Name, "istio.io/dataplane-mode=ambient")
+	other.Apply(echoV2)
+	other.Kubectl("rollout", "status", "deployment/echo-v2", "--timeout=2m")
+	app := waypointForNamespace(t, ns)
+	svcURL := "http://echo." + ns.Name + ".svc.cluster.local/hello"
+
+	ns.Apply(fmt.Sprintf(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-other}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-backend, value: other}]}]
+    backendRefs: [{name: echo-v2, namespace: %s, port: 80}]
+  - backendRefs: [{name: echo, port: 80}]
+`, other.Name))
+	ns.Eventually(time.Minute, "route status without a grant", func() error {
+		out, err := routeConditions(ns, "httproute", "to-other")
+		if want := "True:Accepted/False:RefNotPermitted"; err != nil || out != want {
+			return fmt.Errorf("status %q (%w), want %q", out, err, want)
+		}
+		return nil
+	})
+	notPermitted := func() error {
+		out, err := httpFrom(ns.Name, "client", "GET", svcURL, "-H", "x-backend: other")
+		if err == nil || !strings.Contains(err.Error(), "500") {
+			return fmt.Errorf("GET with x-backend: other answered %q (%w), want 500", out, err)
+		}
+		return nil
+	}
+	ns.Eventually(time.Minute, "not permitted backend answers 500", notPermitted)
+	if out, err := httpFrom(ns.Name, "client", "GET", svcURL); err != nil || !strings.Contains(out, `"pod":"`+app.echoPod+`"`) {
+		t.Fatalf("GET without the header: %q (%v), want an answer from %s", out, err, app.echoPod)
+	}
+
+	other.Apply(fmt.Sprintf(`
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-routes}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: %s}]
+  to: [{group: "", kind: Service, name: echo-v2}]
+`, ns.Name))
+	ns.Eventually(time.Minute, "route status with the grant", func() error {
+		out, err := routeConditions(ns, "httproute", "to-other")
+		if want := "True:Accepted/True:ResolvedRefs"; err != nil || out != want {
+			return fmt.Errorf("status %q (%w), want %q", out, err, want)
+		}
+		return nil
+	})
+	ns.Eventually(time.Minute, "permitted backend reached", func() error {
+		out, err := httpFrom(ns.Name, "client", "GET", svcURL, "-H", "x-backend: other")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, `"pod":"echo-v2-`) {
+			return fmt.Errorf("answered by %q, want echo-v2 of %s", out, other.Name)
+		}
+		return nil
+	})
+
+	other.Kubectl("delete", "referencegrant", "from-routes")
+	ns.Eventually(time.Minute, "backend not permitted again after the grant is deleted", notPermitted)
+}
+
+// TestWaypointRouteSectionNameSelectsServicePort: a GAMMA HTTPRoute whose parentRef
+// names one port of a Service (sectionName) applies to that port only; a parentRef
+// naming a port the Service does not have, or a listener the waypoint does not have,
+// is not accepted (NoMatchingParent), and a route to the waypoint's mesh listener is
+// (it sends everything without a GAMMA route to echo, which is also what the other
+// port of the two-port Service selects).
+func TestWaypointRouteSectionNameSelectsServicePort(t *testing.T) {
+	ns := cl.NewNamespace(t)
+	app := waypointForNamespace(t, ns)
+	ns.Apply(echoV2 + `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-two-ports}
+spec:
+  selector: {app: echo}
+  ports:
+  - {name: first, port: 80, targetPort: 8080}
+  - {name: second, port: 8081, targetPort: 8080}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: first-port-to-v2}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo-two-ports, sectionName: first}]
+  rules: [{backendRefs: [{name: echo-v2, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-such-port}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo-two-ports, sectionName: third}]
+  rules: [{backendRefs: [{name: echo-v2, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mesh-listener}
+spec:
+  parentRefs: [{name: waypoint, sectionName: mesh}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-such-listener}
+spec:
+  parentRefs: [{name: waypoint, sectionName: http}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+`)
+	ns.Kubectl("rollout", "status", "deployment/echo-v2", "--timeout=2m")
+	for name, want := range map[string]string{
+		"first-port-to-v2": "True:Accepted/True:ResolvedRefs",
+		"no-such-port":     "False:NoMatchingParent/True:ResolvedRefs",
+		"mesh-listener":    "True:Accepted/True:ResolvedRefs",
+		"no-such-listener": "False:NoMatchingParent/True:ResolvedRefs",
+	} {
+		ns.Eventually(time.Minute, name+" status", func() error {
+			out, err := routeConditions(ns, "httproute", name)
+			if err != nil || out != want {
+				return fmt.Errorf("status %q (%w), want %q", out, err, want)
+			}
+			return nil
+		})
+	}
+	host := "http://echo-two-ports." + ns.Name + ".svc.cluster.local"
+	ns.Eventually(time.Minute, "port first routed to echo-v2", func() error {
+		out, err := httpFrom(ns.Name, "client", "GET", host+":80/hello")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, `"pod":"echo-v2-`) {
+			return fmt.Errorf("answered by %q", out)
+		}
+		return nil
+	})
+	for range 5 {
+		out, err := httpFrom(ns.Name, "client", "GET", host+":8081/hello")
+		if err != nil || !strings.Contains(out, `"pod":"`+app.echoPod+`"`) {
+			t.Fatalf("port second: %q (%v), want the Service's own pod %s (the route is for port first)", out, err, app.echoPod)
 		}
 	}
 }
