@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/ambit-mesh/ambit/cni/agent"
 	"github.com/ambit-mesh/ambit/internal/shutdown"
@@ -50,6 +51,7 @@ func main() {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	klog.SetSlogLogger(logger.With("component", "client-go")) // client-go's logs, in the same JSON stream
 	if err := parseAddrs(&cfg, probeSNAT, exempt); err != nil {
 		log.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"k8s.io/klog/v2"
+
 	"github.com/ambit-mesh/ambit/internal/shutdown"
 	"github.com/ambit-mesh/ambit/istiod-lite/server"
 )
@@ -27,6 +29,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// client-go logs through klog: into the same JSON stream, not plain
+	// text on stderr beside it.
+	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
 	srv, err := server.New(cfg)
 	if err != nil {
 		log.Fatal(err)
