@@ -278,6 +278,21 @@ func waypointForNamespace(t *testing.T, ns *harness.Namespace) echoApp {
 	return app
 }
 
+// eventuallyAnsweredBy waits until a GET of url from pod client (with flags) is
+// answered by a pod whose name starts with pod.
+func eventuallyAnsweredBy(ns *harness.Namespace, pod, url string, flags ...string) {
+	ns.Eventually(time.Minute, "GET "+url+" answered by "+pod+"*", func() error {
+		out, err := httpFrom(ns.Name, "client", "GET", url, flags...)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, `"pod":"`+pod) {
+			return fmt.Errorf("answered by %q", out)
+		}
+		return nil
+	})
+}
+
 // routeConditions returns "Accepted/ResolvedRefs" status and reasons of a route's
 // first parent, as "True:Accepted/False:RefNotPermitted".
 func routeConditions(ns *harness.Namespace, kind, name string) (string, error) {
@@ -346,16 +361,7 @@ spec:
 		}
 		return nil
 	})
-	ns.Eventually(time.Minute, "permitted backend reached", func() error {
-		out, err := httpFrom(ns.Name, "client", "GET", svcURL, "-H", "x-backend: other")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, `"pod":"echo-v2-`) {
-			return fmt.Errorf("answered by %q, want echo-v2 of %s", out, other.Name)
-		}
-		return nil
-	})
+	eventuallyAnsweredBy(ns, "echo-v2-", svcURL, "-H", "x-backend: other")
 
 	other.Kubectl("delete", "referencegrant", "from-routes")
 	ns.Eventually(time.Minute, "backend not permitted again after the grant is deleted", notPermitted)
@@ -425,16 +431,7 @@ spec:
 		})
 	}
 	host := "http://echo-two-ports." + ns.Name + ".svc.cluster.local"
-	ns.Eventually(time.Minute, "port first routed to echo-v2", func() error {
-		out, err := httpFrom(ns.Name, "client", "GET", host+":80/hello")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, `"pod":"echo-v2-`) {
-			return fmt.Errorf("answered by %q", out)
-		}
-		return nil
-	})
+	eventuallyAnsweredBy(ns, "echo-v2-", host+":80/hello")
 	for range 5 {
 		out, err := httpFrom(ns.Name, "client", "GET", host+":8081/hello")
 		if err != nil || !strings.Contains(out, `"pod":"`+app.echoPod+`"`) {

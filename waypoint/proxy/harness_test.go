@@ -33,37 +33,10 @@ func (noDialer) Dial(context.Context, hbone.Request) (*hbone.Stream, error) {
 	return nil, errors.New("no tunnels in this test")
 }
 
-// pipeListener hands in-memory connections to an http.Server.
-type pipeListener struct {
-	ch     chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{ch: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return hboneAddr{} }
-
 // upstream is the app behind the test service: a handler, and the endpoint
 // addresses whose dial fails (a dead pod).
 type upstream struct {
-	ln     *pipeListener
+	ln     *connListener // the proxy's own: hands connections to an http.Server
 	srv    *http.Server
 	mu     sync.Mutex
 	dials  []string
@@ -72,7 +45,7 @@ type upstream struct {
 
 func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 	t.Helper()
-	u := &upstream{ln: newPipeListener(), refuse: map[string]bool{}}
+	u := &upstream{ln: newConnListener(), refuse: map[string]bool{}}
 	u.srv = &http.Server{Handler: h}
 	go func() { _ = u.srv.Serve(u.ln) }()
 	return u
