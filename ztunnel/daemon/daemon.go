@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
@@ -74,6 +75,9 @@ type parts struct {
 	xds       *xds.Client
 	telemetry *telemetry.Server
 	ready     *telemetry.Ready
+
+	configured     chan struct{} // closed once the first xDS response of every type is in
+	configuredOnce sync.Once
 }
 
 // build makes the parts over a connection to istiod-lite.
@@ -83,7 +87,7 @@ func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate)
 	if err != nil {
 		return nil, fmt.Errorf("ztunnel: trust domain: %w", err)
 	}
-	p := &parts{log: d.log, tables: state.NewTables(), ready: telemetry.NewReady(condXDS, condHandoff)}
+	p := &parts{log: d.log, tables: state.NewTables(), ready: telemetry.NewReady(condXDS, condHandoff), configured: make(chan struct{})}
 	p.certs, err = identity.NewManager(identity.Config{
 		Issuer:      identity.NewCAClient(conn, "", cfg.CertTTL), // the connection carries the token
 		TrustDomain: td, Roots: roots, Log: d.log.With("component", "certificates"),
@@ -125,6 +129,9 @@ func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate)
 }
 
 func (p *parts) synced(condition string) {
+	if condition == condXDS {
+		p.configuredOnce.Do(func() { close(p.configured) })
+	}
 	p.ready.Done(condition)
 	if len(p.ready.Pending()) == 0 {
 		p.log.Info("ready: configuration and the node agent's pods are in")
@@ -133,21 +140,43 @@ func (p *parts) synced(condition string) {
 	}
 }
 
-// run runs every part until ctx ends or one fails. The hand-off client
-// starts once the proxy runs, so that the pods it adds can be served.
+// run runs every part until ctx ends or one fails.
+//
+// The hand-off client connects only once the proxy runs and the configuration
+// is in: during a rollout the node agent's snapshot makes this ztunnel bind
+// every pod's listeners beside the old ztunnel's (SO_REUSEPORT), and the
+// kernel spreads new connections over both at once, so a ztunnel without
+// configuration would make some of them wait and be refused. Until then the
+// old ztunnel serves alone; a ztunnel that never gets its configuration never
+// becomes ready, so a surge rollout stops there rather than replace a working
+// one.
+//
+// When ctx ends the proxy stops accepting and drains; the hand-off client
+// disconnects (the node agent gives new pods to the newer ztunnel). Telemetry
+// keeps serving until the drain is over, so that the connections closed
+// meanwhile are counted where they can be scraped.
 func (p *parts) run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.telemetry.Run(ctx) })
-	g.Go(func() error { return p.xds.Run(ctx) })
-	g.Go(func() error { return p.certs.Run(ctx) })
-	g.Go(func() error { return p.proxy.Run(ctx) })
+	g, gctx := errgroup.WithContext(ctx)
+	// Telemetry ends when the proxy has drained (whatever ended the group).
+	tctx, stopTelemetry := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopTelemetry()
+	g.Go(func() error { return p.telemetry.Run(tctx) })
+	g.Go(func() error { return p.xds.Run(gctx) })
+	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error {
-		select {
-		case <-p.proxy.Running():
-		case <-ctx.Done():
-			return nil
+		defer stopTelemetry()
+		return p.proxy.Run(gctx)
+	})
+	g.Go(func() error {
+		for _, c := range []<-chan struct{}{p.proxy.Running(), p.configured} {
+			select {
+			case <-c:
+			case <-gctx.Done():
+				return nil
+			}
 		}
-		return p.handoff.Run(ctx)
+		p.log.Info("configuration in: taking the node agent's pods")
+		return p.handoff.Run(gctx)
 	})
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("ztunnel: %w", err)

@@ -24,6 +24,8 @@ import (
 type ads struct {
 	discovery.UnimplementedAggregatedDiscoveryServiceServer
 	reqs chan *discovery.DeltaDiscoveryRequest
+	// hold, if set, delays every response until it is closed.
+	hold chan struct{}
 }
 
 func (s *ads) DeltaAggregatedResources(st grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]) error {
@@ -33,6 +35,9 @@ func (s *ads) DeltaAggregatedResources(st grpc.BidiStreamingServer[discovery.Del
 			return nil //nolint:nilerr // the client went away
 		}
 		s.reqs <- r
+		if s.hold != nil {
+			<-s.hold
+		}
 		if r.GetResponseNonce() == "" {
 			if err := st.Send(&discovery.DeltaDiscoveryResponse{TypeUrl: r.GetTypeUrl(), Nonce: r.GetTypeUrl()}); err != nil {
 				return err
@@ -52,22 +57,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestDaemonIsReadyOnceConfigAndSnapshotAreIn(t *testing.T) {
+// rig is a daemon's parts wired to an in-process ADS server and a node agent
+// socket nobody has accepted on yet.
+type rig struct {
+	srv   *ads
+	agent *net.UnixListener
+	p     *parts
+}
+
+func newRig(t *testing.T, hold chan struct{}) *rig {
+	t.Helper()
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &ads{reqs: make(chan *discovery.DeltaDiscoveryRequest, 16)}
+	srv := &ads{reqs: make(chan *discovery.DeltaDiscoveryRequest, 16), hold: hold}
 	gs := grpc.NewServer()
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	go gs.Serve(ln) //nolint:errcheck // ends with Stop
-	defer gs.Stop()
+	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	if err := os.Mkdir(filepath.Join(dir, "n1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +89,7 @@ func TestDaemonIsReadyOnceConfigAndSnapshotAreIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer agent.Close()
+	t.Cleanup(func() { agent.Close() })
 
 	cfg := Default()
 	cfg.NodeName, cfg.RunDir = "n1", dir
@@ -88,9 +102,31 @@ func TestDaemonIsReadyOnceConfigAndSnapshotAreIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &rig{srv: srv, agent: agent, p: p}
+}
+
+// start runs the parts until the test ends.
+func (r *rig) start(t *testing.T) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.run(ctx) }()
+	go func() { done <- r.p.run(ctx) }()
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func TestDaemonIsReadyOnceConfigAndSnapshotAreIn(t *testing.T) {
+	r := newRig(t, nil)
+	srv, agent, p := r.srv, r.agent, r.p
+	stop := r.start(t)
 
 	// xDS: both types subscribed as ztunnel~n1, both responses ACKed.
 	types := map[string]bool{}
@@ -136,10 +172,50 @@ func TestDaemonIsReadyOnceConfigAndSnapshotAreIn(t *testing.T) {
 	}
 	waitFor(t, "ready", func() bool { return len(p.ready.Pending()) == 0 })
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHandoffWaitsForConfiguration: the node agent's pods are taken (and their
+// listeners bound beside an old ztunnel's) only once the configuration is in,
+// so that no connection the kernel gives this ztunnel has to wait for it.
+func TestHandoffWaitsForConfiguration(t *testing.T) {
+	hold := make(chan struct{})
+	r := newRig(t, hold)
+	r.start(t)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(hold)
+		}
+	})
+	// A subscription is in (the server holds its answer): the parts run.
+	<-r.srv.reqs
+	select {
+	case <-r.p.proxy.Running():
+	case <-time.After(10 * time.Second):
+		t.Fatal("proxy not running")
+	}
+	// Before the change this test guards, the hand-off connected within
+	// milliseconds of the proxy starting; a second is far beyond that.
+	if err := r.agent.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := r.agent.AcceptUnix(); err == nil {
+		c.Close()
+		t.Fatal("the hand-off connected to the node agent before the configuration was in")
+	}
+	close(hold)
+	released = true
+	if err := r.agent.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.agent.AcceptUnix()
+	if err != nil {
+		t.Fatalf("no hand-off connection once the configuration was in: %v", err)
+	}
+	c.Close()
 }
 
 func TestRunNeedsTheMeshRoot(t *testing.T) {
