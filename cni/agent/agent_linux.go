@@ -323,6 +323,11 @@ func (a *Agent) enroll(ctx context.Context, pod *corev1.Pod, f *os.File, ips []n
 		f.Close()
 		return errors.Join(wrap(err), rerr)
 	}
+	if err := migrateListeners(f); err != nil {
+		// Not a matter of security: without it a ztunnel restart may reset the few
+		// connections being accepted at the moment the old ztunnel closes.
+		a.log.Warn("ztunnel restarts may reset connections being accepted", "namespace", pod.Namespace, "pod", pod.Name, "err", err)
+	}
 	if old, ok := a.enrolled[pod.UID]; ok && old.netns != f {
 		old.netns.Close()
 	}

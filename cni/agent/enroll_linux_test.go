@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/ambit-mesh/ambit/cni/enroll"
+	"github.com/ambit-mesh/ambit/cni/netns"
 	"github.com/ambit-mesh/ambit/cni/netns/netnstest"
 	"github.com/ambit-mesh/ambit/cni/rules"
 	"github.com/ambit-mesh/ambit/cni/zds"
@@ -89,6 +91,14 @@ func TestPrivilegedEnrollIsAllOrNothing(t *testing.T) {
 				if !installed || !strings.Contains(hostSet, testIP) || !a.zds.Has(testUID) || a.enrolled[testUID] == nil {
 					t.Errorf("after enrolling: pod rules %v, node set %q, ztunnel has it %v, agent has it %v",
 						installed, hostSet, a.zds.Has(testUID), a.enrolled[testUID] != nil)
+				}
+				// A ztunnel restart's listener hand-over resets nothing in the pod.
+				var migrate []byte
+				if err := netns.Do(podNS.File, func() (err error) {
+					migrate, err = os.ReadFile(migrateReqSysctl)
+					return err
+				}); err != nil || strings.TrimSpace(string(migrate)) != "1" {
+					t.Errorf("pod's net.ipv4.tcp_migrate_req = %q, %v; want 1", migrate, err)
 				}
 			} else {
 				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), "enroll pod demo/web") {
