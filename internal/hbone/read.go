@@ -227,7 +227,7 @@ func (s *session) handleData(f *http2.DataFrame) error {
 		st.recvEnd = true
 		s.maybeRemoveLocked(st)
 	}
-	wake(st.readWake)
+	st.wakeReaderLocked()
 	return nil
 }
 
@@ -277,7 +277,7 @@ func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) e
 	if f.StreamEnded() {
 		st.recvEnd = true
 		s.maybeRemoveLocked(st)
-		wake(st.readWake)
+		st.wakeReaderLocked()
 	}
 	return nil
 }

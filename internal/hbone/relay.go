@@ -5,7 +5,16 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
+
+// IdleLinger is how long a direction of a Bridge may have nothing to copy
+// before it gives up its goroutine. Traffic with shorter gaps (request and
+// response, polling up to about once a second) never parks, so it pays
+// nothing; an idle connection holds its goroutines this long after its
+// last byte, which does not matter for what thousands of idle connections
+// cost.
+const IdleLinger = time.Second
 
 // Relay copies between a and b in both directions until both directions
 // have ended, then closes both. When one side finishes sending (io.EOF),
@@ -14,66 +23,199 @@ import (
 // which ends the other copy too. It returns the bytes copied each way and
 // the first error (nil when both directions ended cleanly).
 //
-// Copies take the cheapest path available: splice(2) between two kernel
-// sockets, straight out of a Stream's receive buffers, or through a pooled
-// buffer.
+// Relay is a Bridge waited for; see Bridge for how the copies are done.
 func Relay(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
-	var (
-		once  sync.Once
-		first error
-	)
-	fail := func(err error) {
-		once.Do(func() {
-			first = err
-			a.Close()
-			b.Close()
-		})
-	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var err error
-		if aToB, err = relayHalf(b, a); err != nil {
-			fail(err)
-		}
-	}()
-	if bToA, err = relayHalf(a, b); err != nil {
-		fail(err)
-	}
+	NewBridge(a, b).Start(func(ab, ba int64, e error) {
+		aToB, bToA, err = ab, ba, e
+		close(done)
+	})
 	<-done
-	fail(nil) // closes both if nothing failed
-	return aToB, bToA, first
+	return aToB, bToA, err
 }
 
-// relayHalf copies src to dst and half-closes dst at the end of src.
-func relayHalf(dst io.Writer, src io.Reader) (int64, error) {
-	n, err := copyFast(dst, src)
-	if err != nil {
-		return n, err
+// A Bridge relays between two connections in the background, as Relay
+// does, and holds no goroutine while neither direction has anything to
+// copy, so that an idle tunnel costs memory for its buffers and state
+// only:
+//
+//   - A direction reading a socket (*net.TCPConn, *net.UnixConn) copies in
+//     a goroutine while data flows; once the socket has had nothing to read
+//     for IdleLinger, the goroutine hands the socket to a process-wide
+//     parker (one epoll instance and one goroutine for all idle sockets)
+//     and exits; the parker starts another when the socket becomes
+//     readable (data, FIN, error). The Bridge sets the socket's read
+//     deadline itself: do not.
+//   - A direction reading a Stream has no goroutine waiting for data: the
+//     stream's session starts one when data (or the end, or an error)
+//     arrives, which writes it out (one writev(2) to a socket) and exits
+//     after IdleLinger without any.
+//   - Any other reader is copied by a goroutine blocked in Read.
+//
+// Copies take the cheapest path available: splice(2) between two kernel
+// sockets, straight out of a Stream's receive buffers, or through a pooled
+// buffer held only while data flows.
+type Bridge struct {
+	a, b   io.ReadWriteCloser
+	linger time.Duration
+
+	mu      sync.Mutex
+	started bool
+	failed  bool // a and b are closed
+	first   error
+	left    int // directions still copying
+	n       [2]int64
+	done    func(aToB, bToA int64, err error)
+	socks   [2]*sockHalf // directions reading a parkable socket
+}
+
+// NewBridge returns a Bridge between a and b. It starts nothing.
+func NewBridge(a, b io.ReadWriteCloser) *Bridge {
+	return &Bridge{a: a, b: b, linger: IdleLinger}
+}
+
+// Start starts copying; it must be called once. When both directions have
+// ended and a and b are closed, done is called (once, from a goroutine of
+// the Bridge) with what Relay would return. Half-close and errors
+// propagate as in Relay.
+func (br *Bridge) Start(done func(aToB, bToA int64, err error)) {
+	br.mu.Lock()
+	if br.started {
+		br.mu.Unlock()
+		panic("hbone: Bridge started twice")
 	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			return n, err
+	br.started, br.done, br.left = true, done, 2
+	br.mu.Unlock()
+	br.startHalf(0, br.b, br.a)
+	br.startHalf(1, br.a, br.b)
+}
+
+// Close closes both connections now (before Start too), parked or not;
+// the copies end and done reports net.ErrClosed unless something failed
+// first.
+func (br *Bridge) Close() {
+	br.fail(net.ErrClosed)
+}
+
+// startHalf starts copying src to dst, direction i (0: a to b).
+func (br *Bridge) startHalf(i int, dst io.Writer, src io.Reader) {
+	if st, ok := src.(*Stream); ok {
+		st.drainTo(dst, br.linger, func(n int64, err error) { br.halfDone(i, dst, n, err) })
+		return
+	}
+	if h := newSockHalf(br, i, dst, src); h != nil {
+		br.mu.Lock()
+		br.socks[i] = h
+		br.mu.Unlock()
+		go h.run()
+		return
+	}
+	go func() {
+		n, err := copyFast(dst, src)
+		br.halfDone(i, dst, n, err)
+	}()
+}
+
+// halfDone ends direction i after n bytes: at the end of its source
+// (err nil) it half-closes dst; on an error it closes both sides. The last
+// direction to end closes both and reports.
+func (br *Bridge) halfDone(i int, dst io.Writer, n int64, err error) {
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			if cerr := cw.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+				err = cerr
+			}
 		}
 	}
-	return n, nil
+	if err != nil {
+		br.fail(err)
+	}
+	br.mu.Lock()
+	br.n[i] = n
+	br.left--
+	last := br.left == 0
+	br.mu.Unlock()
+	if !last {
+		return
+	}
+	br.fail(nil) // closes both if nothing failed
+	br.mu.Lock()
+	aToB, bToA, first, done := br.n[0], br.n[1], br.first, br.done
+	br.mu.Unlock()
+	done(aToB, bToA, first)
+}
+
+// fail closes both sides, once, recording err as the first error, and
+// wakes the directions parked on their sockets so that they end.
+func (br *Bridge) fail(err error) {
+	br.mu.Lock()
+	if br.failed {
+		br.mu.Unlock()
+		return
+	}
+	br.failed, br.first = true, err
+	socks := br.socks
+	br.mu.Unlock()
+	br.a.Close()
+	br.b.Close()
+	// After the close: a direction that parks from now on fails to, and
+	// one parked before is taken back here, so none is left behind.
+	for _, h := range socks {
+		if h != nil {
+			h.unpark()
+		}
+	}
 }
 
 // copyFast is io.Copy choosing the path that copies least.
 func copyFast(dst io.Writer, src io.Reader) (int64, error) {
-	if isSocket(dst) && isSocket(src) {
-		return io.Copy(dst, src) // net.TCPConn.ReadFrom splices
-	}
 	if st, ok := src.(*Stream); ok {
 		return st.WriteTo(dst)
+	}
+	return copyIdle(dst, src)
+}
+
+// copyIdle copies src to dst, spliced between two sockets, else through a
+// buffer held only while data flows (straight into the frames of a Stream).
+func copyIdle(dst io.Writer, src io.Reader) (int64, error) {
+	if isSocket(dst) && isSocket(src) {
+		return io.Copy(dst, src) // net.TCPConn.ReadFrom splices
 	}
 	if st, ok := dst.(*Stream); ok {
 		return st.ReadFrom(src)
 	}
-	bp := getChunk()
-	defer putChunk(bp)
-	// Hide ReaderFrom/WriterTo: their generic fallbacks allocate a buffer.
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	return copyDrained(dst, src)
+}
+
+// copyDrained copies r to w through a pooled buffer held only while data
+// flows: once r is drained (a short read) it waits for more without one,
+// so idle connections cost no buffer.
+func copyDrained(w io.Writer, r io.Reader) (int64, error) {
+	var total int64
+	drained := true
+	for {
+		if drained {
+			waitReadable(r)
+		}
+		bp := getChunk()
+		n, err := r.Read(*bp)
+		drained = n < len(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				putChunk(bp)
+				return total, werr
+			}
+		}
+		putChunk(bp)
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 func isSocket(v any) bool {

@@ -32,7 +32,8 @@ type Handler interface {
 	// ServeHBONE is called on a goroutine of its own for every
 	// well-formed CONNECT request (malformed ones are answered 400 without
 	// it). To open the tunnel, call req.Accept and use the stream, which
-	// is closed when ServeHBONE returns. To refuse, return an error
+	// is closed when ServeHBONE returns, or req.Hijack to keep using it
+	// after returning (with a Bridge, say). To refuse, return an error
 	// without calling Accept: errors wrapping ErrBadRequest, ErrDenied or
 	// ErrUnreachable are answered 400, 401 or 503, any other 503. ctx ends
 	// when the stream does, or its connection.
@@ -59,6 +60,7 @@ type Incoming struct {
 
 	st       *Stream
 	answered bool
+	hijacked bool // the handler closes the stream, not the Server
 }
 
 // Accept answers 200 and returns the tunnel. It may be called once, and
@@ -72,6 +74,18 @@ func (in *Incoming) Accept() (*Stream, error) {
 		return nil, fmt.Errorf("hbone: accept: %w", err)
 	}
 	return in.st, nil
+}
+
+// Hijack is Accept for a Handler that keeps the tunnel after it returns:
+// the Server does not close the stream when ServeHBONE returns; the caller
+// must. The stream still ends with its connection (Serve's drain
+// included).
+func (in *Incoming) Hijack() (*Stream, error) {
+	st, err := in.Accept()
+	if err == nil {
+		in.hijacked = true
+	}
+	return st, err
 }
 
 // LocalAddr returns the local address of the connection carrying the request.
@@ -239,7 +253,11 @@ func (s *Server) serveSession(ctx context.Context, nc net.Conn, raw *batchConn, 
 // serveStream answers one request: 400 if it is malformed, else whatever
 // the Handler decides.
 func (s *Server) serveStream(in *Incoming, bad error, log *slog.Logger) {
-	defer in.st.Close()
+	defer func() {
+		if !in.hijacked {
+			in.st.Close()
+		}
+	}()
 	if bad != nil {
 		log.Info("hbone bad request", "err", bad)
 		if err := in.st.respond(http.StatusBadRequest); err != nil {

@@ -30,8 +30,9 @@ type Stream struct {
 
 	// Guarded by sess.mu.
 	buf         dataBuffer
-	peeking     bool     // WriteTo is writing out of buf's chunks
-	iov         [][]byte // WriteTo's vector, kept to spare an allocation
+	peeking     bool     // WriteTo or a drainer is writing out of buf's chunks
+	iov         [][]byte // their vector, kept to spare an allocation
+	sink        *sink    // set while drainTo is writing the stream out
 	recvEnd     bool     // peer sent END_STREAM
 	recvErr     error
 	recvWindow  int64 // credit the peer holds on this stream
@@ -95,7 +96,6 @@ func (st *Stream) Read(p []byte) (int, error) {
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	st.readMu.Lock()
 	defer st.readMu.Unlock()
-	s := st.sess
 	var total int64
 	for {
 		if err := st.lockReadable(); errors.Is(err, io.EOF) {
@@ -103,28 +103,138 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 		} else if err != nil {
 			return total, err
 		}
-		bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
-		st.iov = bufs
-		st.peeking = true
-		s.mu.Unlock()
-
-		n, err := bufs.WriteTo(w) // writev(2) to a socket
-		clear(st.iov)
+		n, err := st.writeOutLocked(w)
 		total += n
-
-		s.mu.Lock()
-		st.peeking = false
-		if st.closed {
-			s.creditLocked(nil, int64(st.buf.reset())) // Close left the buffer to us
-		} else {
-			st.buf.advance(int(n))
-			s.creditLocked(st, n)
-		}
-		s.mu.Unlock()
 		if err != nil {
 			return total, err
 		}
 	}
+}
+
+// writeOutLocked writes everything buffered to w (one writev(2) when w is
+// a socket) and consumes what was written. It is called holding readMu and
+// sess.mu, with data buffered, and returns without sess.mu.
+func (st *Stream) writeOutLocked(w io.Writer) (int64, error) {
+	s := st.sess
+	bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
+	st.iov = bufs
+	st.peeking = true
+	s.mu.Unlock()
+
+	n, err := bufs.WriteTo(w)
+	clear(st.iov)
+
+	s.mu.Lock()
+	st.peeking = false
+	if st.closed {
+		s.creditLocked(nil, int64(st.buf.reset())) // Close left the buffer to us
+	} else {
+		st.buf.advance(int(n))
+		s.creditLocked(st, n)
+	}
+	s.mu.Unlock()
+	return n, err
+}
+
+// sink is where drainTo writes a stream out.
+type sink struct {
+	w       io.Writer
+	linger  time.Duration
+	done    func(int64, error)
+	n       int64 // written so far; the running drainer's
+	running bool  // a drainer goroutine is running; guarded by sess.mu
+}
+
+// drainTo is WriteTo without a goroutine waiting for data: the session's
+// read loop starts a drainer goroutine when something arrives (data, the
+// end, an error, Close) and none is running; the drainer writes out what
+// is buffered as WriteTo does and exits once the stream has had nothing to
+// write for linger. done is called once, from a drainer, with the bytes
+// written and what ended the stream (nil for the peer's END_STREAM). A
+// drainer honours the read deadline only while it runs.
+func (st *Stream) drainTo(w io.Writer, linger time.Duration, done func(int64, error)) {
+	s := st.sess
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.sink = &sink{w: w, linger: linger, done: done}
+	if st.buf.len() > 0 || st.readErrLocked() != nil {
+		st.kickLocked()
+	}
+}
+
+// wakeReaderLocked tells the reader that there is something to read (or a
+// reason there is nothing more): a blocked Read or WriteTo, or drainTo,
+// which starts a drainer for it.
+func (st *Stream) wakeReaderLocked() {
+	wake(st.readWake)
+	st.kickLocked()
+}
+
+func (st *Stream) kickLocked() {
+	if k := st.sink; k != nil && !k.running {
+		k.running = true
+		go st.drain(k)
+	}
+}
+
+// drain is drainTo's goroutine: it writes out what arrives until the
+// stream ends (then it calls k.done) or it has had nothing to write for
+// k.linger (then it exits and the next arrival starts another).
+func (st *Stream) drain(k *sink) {
+	s := st.sess
+	st.readMu.Lock()
+	idle := time.NewTimer(k.linger)
+	defer idle.Stop()
+	wrote := false // in this linger period
+	var err error
+	for {
+		if isClosed(st.rdl.wait()) {
+			err = os.ErrDeadlineExceeded
+			break
+		}
+		s.mu.Lock()
+		if st.buf.len() > 0 && !st.closed {
+			n, werr := st.writeOutLocked(k.w)
+			k.n += n
+			wrote = true
+			if werr != nil {
+				err = werr
+				break
+			}
+			continue
+		}
+		if rerr := st.readErrLocked(); rerr != nil {
+			s.mu.Unlock()
+			if !errors.Is(rerr, io.EOF) {
+				err = rerr
+			}
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-st.readWake:
+		case <-st.rdl.wait():
+		case <-idle.C:
+			idle.Reset(k.linger)
+			if wrote {
+				wrote = false
+				continue
+			}
+			s.mu.Lock()
+			if st.buf.len() == 0 && st.readErrLocked() == nil {
+				k.running = false // the next wakeReaderLocked starts another
+				s.mu.Unlock()
+				st.readMu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	st.sink = nil // k.running stays set: no drainer starts again
+	s.mu.Unlock()
+	st.readMu.Unlock()
+	k.done(k.n, err)
 }
 
 // lockReadable waits until data is buffered and returns holding sess.mu,
@@ -196,31 +306,7 @@ func (st *Stream) Write(p []byte) (n int, err error) {
 // more without one, so idle connections cost no buffer. It does not
 // half-close the stream.
 func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	drained := true
-	for {
-		if drained {
-			waitReadable(r)
-		}
-		bp := getChunk()
-		n, err := r.Read(*bp)
-		drained = n < len(*bp)
-		if n > 0 {
-			m, werr := st.Write((*bp)[:n])
-			total += int64(m)
-			if werr != nil {
-				putChunk(bp)
-				return total, werr
-			}
-		}
-		putChunk(bp)
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return copyDrained(st, r)
 }
 
 // writeErrLocked says why the stream cannot send, or nil if it can.
@@ -307,7 +393,7 @@ func (st *Stream) Close() error {
 		return nil
 	}
 	st.closed = true
-	wake(st.readWake)
+	st.wakeReaderLocked()
 	wake(st.writeWake)
 	s.mu.Unlock()
 
@@ -377,7 +463,7 @@ func (s *session) abortLocked(st *Stream, err error) {
 	if !st.sentEnd && st.sendErr == nil {
 		st.sendErr = err
 	}
-	wake(st.readWake)
+	st.wakeReaderLocked()
 	wake(st.writeWake)
 	s.removeLocked(st)
 }

@@ -1,0 +1,325 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// parked reports whether direction i of br is in the parker.
+func parked(br *Bridge, i int) bool {
+	br.mu.Lock()
+	h := br.socks[i]
+	br.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	p := &idleParker
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return h.park.id != 0 && p.parked[h.park.id] == &h.park
+}
+
+// waitIdle waits until the socket directions dirs of br are parked and br
+// has no goroutine left.
+func waitIdle(t *testing.T, br *Bridge, dirs ...int) {
+	t.Helper()
+	until(t, "the bridge goes idle", func() bool {
+		for _, i := range dirs {
+			if !parked(br, i) {
+				return false
+			}
+		}
+		return bridgeGoroutines() == 0
+	})
+}
+
+// until polls cond (the parker runs on real time and epoll, which a
+// synctest bubble cannot drive) for failTimeout at most.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(failTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s (%d bridge goroutines, %d sockets parked)", what, bridgeGoroutines(), ParkedSockets())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func expectRead(t *testing.T, c io.Reader, want string) {
+	t.Helper()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("read %q, %v; want %q", got, err, want)
+	}
+}
+
+func expectEOF(t *testing.T, c io.Reader) {
+	t.Helper()
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v; want EOF", b, err)
+	}
+}
+
+func TestBridgeParksIdleSocketsAndResumesBothWays(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+
+	for range 2 { // parked, woken by data, parked again
+		io.WriteString(client, "hello")
+		expectRead(t, upstream, "hello")
+		io.WriteString(upstream, "world!")
+		expectRead(t, client, "world!")
+		waitIdle(t, br, 0, 1)
+	}
+
+	// Half-close reaches the other side from a parked direction, and the
+	// other direction carries on.
+	client.CloseWrite()
+	expectEOF(t, upstream)
+	waitIdle(t, br, 1)
+	io.WriteString(upstream, "late")
+	upstream.CloseWrite()
+	if b, err := io.ReadAll(client); err != nil || string(b) != "late" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	r := waitResult(t, done)
+	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
+		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
+	}
+	if parked(br, 0) || parked(br, 1) {
+		t.Error("an ended bridge is still parked")
+	}
+}
+
+func TestBridgeCloseWhileParked(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	before := ParkedSockets()
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+	if n := ParkedSockets(); n != before+2 {
+		t.Fatalf("%d sockets parked, want %d", n, before+2)
+	}
+
+	br.Close()
+	r := waitResult(t, done)
+	if !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("bridge closed while parked reported %v, want net.ErrClosed", r.err)
+	}
+	expectEOF(t, client)
+	expectEOF(t, upstream)
+	if n := ParkedSockets(); n != before {
+		t.Errorf("%d sockets parked after the close, want %d", n, before)
+	}
+	until(t, "the bridge's goroutines end", func() bool { return bridgeGoroutines() == 0 })
+}
+
+func TestBridgeCloseBeforeStart(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	br := NewBridge(in, out)
+	br.Close()
+	done := make(chan relayResult, 1)
+	br.Start(func(ab, ba int64, err error) { done <- relayResult{ab, ba, err} })
+	if r := waitResult(t, done); !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("bridge closed before Start reported %v, want net.ErrClosed", r.err)
+	}
+	expectEOF(t, client)
+	expectEOF(t, upstream)
+}
+
+func TestBridgeResetWhileParkedClosesBoth(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+
+	client.SetLinger(0)
+	client.Close() // RST
+	r := waitResult(t, done)
+	if !errors.Is(r.err, syscall.ECONNRESET) {
+		t.Errorf("bridge reported %v, want ECONNRESET", r.err)
+	}
+	expectEOF(t, upstream)
+}
+
+func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
+	_, in := tcpPair(t)
+	out, _ := tcpPair(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+
+	in.Close() // not through the bridge: epoll forgets it silently
+	idleParker.resumeClosed()
+	if r := waitResult(t, done); !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("bridge reported %v, want net.ErrClosed", r.err)
+	}
+	if parked(br, 0) || parked(br, 1) {
+		t.Error("a closed socket is still parked")
+	}
+}
+
+func TestParkRefusesClosedSocket(t *testing.T) {
+	a, _ := tcpPair(t)
+	rc, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	e := &parkEntry{rc: rc, resume: func() { t.Error("resumed a socket that was never parked") }}
+	if idleParker.park(e) {
+		t.Fatal("parked a closed socket")
+	}
+	if idleParker.take(e) {
+		t.Fatal("took back a socket that was never parked")
+	}
+}
+
+func TestParkerWakesOnData(t *testing.T) {
+	a, b := tcpPair(t)
+	rc, err := b.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	woken := make(chan struct{}, 2)
+	e := &parkEntry{rc: rc, resume: func() { woken <- struct{}{} }}
+	for range 2 { // the second parking re-arms the same registration
+		if !idleParker.park(e) {
+			t.Fatal("park failed")
+		}
+		select {
+		case <-woken:
+			t.Fatal("woken with nothing to read")
+		case <-time.After(testLinger):
+		}
+		io.WriteString(a, "x")
+		select {
+		case <-woken:
+		case <-time.After(failTimeout):
+			t.Fatal("not woken by data")
+		}
+		expectRead(t, b, "x")
+	}
+	// Taken back before anything arrives: no wake-up.
+	if !idleParker.park(e) || !idleParker.take(e) {
+		t.Fatal("park then take failed")
+	}
+	io.WriteString(a, "y")
+	select {
+	case <-woken:
+		t.Fatal("woken after take")
+	case <-time.After(testLinger):
+	}
+}
+
+// tunnelEnv is an HBONE server whose handler bridges each tunnel to a TCP
+// connection the test holds.
+type tunnelEnv struct {
+	*testEnv
+	bridges chan *Bridge
+	results chan relayResult
+	ups     chan *net.TCPConn
+}
+
+func newTunnelEnv(t *testing.T) *tunnelEnv {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	te := &tunnelEnv{bridges: make(chan *Bridge, 1), results: make(chan relayResult, 1), ups: make(chan *net.TCPConn, 1)}
+	te.testEnv = newTestEnv(t, HandlerFunc(func(ctx context.Context, req *Incoming) error {
+		var d net.Dialer
+		up, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+		if err != nil {
+			return ErrUnreachable
+		}
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			return ErrUnreachable
+		}
+		t.Cleanup(func() { c.Close() })
+		st, err := req.Hijack()
+		if err != nil {
+			return err
+		}
+		br := NewBridge(st, up)
+		br.linger = testLinger
+		br.Start(func(ab, ba int64, err error) { te.results <- relayResult{ab, ba, err} })
+		te.bridges <- br
+		te.ups <- c
+		return nil
+	}))
+	return te
+}
+
+func TestBridgeStreamToSocketHoldsNoGoroutineWhenIdle(t *testing.T) {
+	te := newTunnelEnv(t)
+	st := te.dial(t)
+	defer st.Close()
+	br, up := <-te.bridges, <-te.ups
+	waitIdle(t, br, 1) // the stream side has no drainer, the socket side is parked
+
+	for range 2 {
+		io.WriteString(st, "hello") // a drainer starts for it
+		expectRead(t, up, "hello")
+		io.WriteString(up, "world!") // the parker resumes the socket side
+		expectRead(t, st, "world!")
+		waitIdle(t, br, 1)
+	}
+
+	st.CloseWrite() // END_STREAM starts a drainer, which half-closes
+	expectEOF(t, up)
+	waitIdle(t, br, 1)
+	io.WriteString(up, "late")
+	up.CloseWrite()
+	if b, err := io.ReadAll(st); err != nil || string(b) != "late" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	r := waitResult(t, te.results)
+	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
+		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
+	}
+}
+
+func TestBridgeEndsWhenIdleStreamsConnectionDies(t *testing.T) {
+	te := newTunnelEnv(t)
+	st := te.dial(t)
+	defer st.Close()
+	br, up := <-te.bridges, <-te.ups
+	waitIdle(t, br, 1)
+
+	te.client.Close() // the HTTP/2 connection goes: the stream fails
+	r := waitResult(t, te.results)
+	if !errors.Is(r.err, ErrConnClosed) {
+		t.Errorf("bridge reported %v, want ErrConnClosed", r.err)
+	}
+	expectEOF(t, up)
+	if parked(br, 1) {
+		t.Error("the socket side is still parked")
+	}
+}
+
+func TestBridgeClosedWhileIdleEndsStream(t *testing.T) {
+	te := newTunnelEnv(t)
+	st := te.dial(t)
+	defer st.Close()
+	br, up := <-te.bridges, <-te.ups
+	waitIdle(t, br, 1)
+
+	br.Close()
+	if r := waitResult(t, te.results); !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("bridge reported %v, want net.ErrClosed", r.err)
+	}
+	expectEOF(t, up)
+	expectEOF(t, st) // END_STREAM, then RST_STREAM: the client was still sending
+	until(t, "the bridge's goroutines end", func() bool { return bridgeGoroutines() == 0 })
+}
