@@ -54,7 +54,7 @@ func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
 		pd.p.cfg.Observer.Refused(info, err)
 		return fmt.Errorf("%w: %w", hbone.ErrUnreachable, err)
 	}
-	st, err := in.Accept()
+	st, err := in.Hijack() // the relay outlives this handler
 	if err != nil {
 		app.Close()
 		return err

@@ -152,9 +152,10 @@ func startEcho(t *testing.T, ns string, port int) {
 // TestPrivilegedTenThousandTunnelsLeakNothing opens 10,000 HBONE tunnels at
 // once from pod a's network namespace to pod b's ztunnel (15008: mTLS,
 // authorization, the connection to the app inside pod b, the relay), checks
-// every one carries bytes and is tracked by the proxy, closes them all, and
-// checks that goroutines and open file descriptors come back to what they
-// were before.
+// every one carries bytes and is tracked by the proxy, that idle they hold
+// no goroutine (their app sockets parked), closes them all, and checks that
+// goroutines, open file descriptors and parked sockets come back to what
+// they were before.
 //
 // The client is ztunnel's own pooled HBONE client (<= 100 tunnels per
 // connection), in this process; the app is a separate process. Two whole
@@ -216,13 +217,13 @@ func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(within)
 		for {
-			g, f := runtime.NumGoroutine(), openFDs(t)
-			if zb.proxy.Connections() == 0 && g <= goroutines && f <= fds {
+			g, f, p := runtime.NumGoroutine(), openFDs(t), hbone.ParkedSockets()
+			if zb.proxy.Connections() == 0 && g <= goroutines && f <= fds && p == 0 {
 				return g, f
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d goroutines (want <= %d), %d fds (want <= %d), %d connections tracked",
-					what, g, goroutines, f, fds, zb.proxy.Connections())
+				t.Fatalf("%s: %d goroutines (want <= %d), %d fds (want <= %d), %d connections tracked, %d sockets parked",
+					what, g, goroutines, f, fds, zb.proxy.Connections(), p)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -286,6 +287,21 @@ func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
 		t.Fatalf("with %d tunnels open, ztunnel tracks %d", n, got)
 	}
 	t.Logf("%d tunnels open in %v: %d goroutines, %d fds", n, time.Since(start).Round(time.Millisecond), runtime.NumGoroutine(), openFDs(t))
+	// Idle, they hold no goroutine: ztunnel's relays park their app
+	// sockets and wait for nothing on the tunnel side. What is left is per
+	// HTTP/2 connection (<= 100 tunnels each), both ends in this process.
+	idleSince := time.Now()
+	for deadline := idleSince.Add(4*hbone.IdleLinger + 5*time.Second); ; {
+		g, p := runtime.NumGoroutine(), hbone.ParkedSockets()
+		if p >= n && g-baseG <= n/10 {
+			t.Logf("idle after %v: %d goroutines (%+d), %d sockets parked", time.Since(idleSince).Round(time.Millisecond), g, g-baseG, p)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle tunnels: %d goroutines (%+d, want <= %+d), %d sockets parked (want >= %d)", n, g, g-baseG, n/10, p, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// Every one still works with all the others open.
 	for _, i := range []int{0, n / 2, n - 1} {
 		if got, err := echo(conns[i], "still"); err != nil || got != "still" {

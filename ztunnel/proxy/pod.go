@@ -33,7 +33,7 @@ type pod struct {
 	server *hbone.Server
 	lns    []net.Listener
 	wg     sync.WaitGroup // accept loops and the certificate prefetch
-	conns  sync.WaitGroup // connection handlers
+	conns  sync.WaitGroup // connection handlers and relays
 	once   sync.Once
 }
 
@@ -185,19 +185,20 @@ func (pd *pod) awaitReady(ctx context.Context) (*state.Workload, error) {
 	}
 }
 
-// relay relays between a (the connection this ztunnel accepted) and b,
-// tracking it as t so that policy changes and shutdown can close it, and
-// reports it to the observer.
+// relay relays between a (the connection this ztunnel accepted) and b in
+// the background, tracking it as t so that policy changes and shutdown can
+// close it, and reports it to the observer when it ends. No goroutine
+// waits for it (an idle connection holds none): conns counts it instead.
 func (pd *pod) relay(t *tracked, a, b net.Conn) {
-	t.pod = pd
-	t.close = func() {
-		a.Close()
-		b.Close()
-	}
+	br := hbone.NewBridge(a, b)
+	t.pod, t.close = pd, br.Close
+	pd.conns.Add(1)
 	pd.p.track(t)
-	defer pd.p.untrack(t)
 	pd.p.cfg.Observer.Opened(t.info)
-	sent, recv, err := hbone.Relay(a, b)
-	t.closed.Store(true)
-	pd.p.cfg.Observer.Closed(t.info, sent, recv, err)
+	br.Start(func(sent, recv int64, err error) {
+		t.closed.Store(true)
+		pd.p.cfg.Observer.Closed(t.info, sent, recv, err)
+		pd.p.untrack(t)
+		pd.conns.Done()
+	})
 }
