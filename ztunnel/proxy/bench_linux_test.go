@@ -583,6 +583,9 @@ func idleMemory(h *nsDialer, p benchPath) (idle, error) {
 	if err != nil {
 		err = fmt.Errorf("after %d idle connections: %w", len(conns), err)
 	}
+	// Relays give up their goroutines once idle for hbone.IdleLinger (1 s;
+	// 2 s at most): measure idle connections, not just-used ones.
+	time.Sleep(2500 * time.Millisecond)
 	return idle{conns: len(conns), rss: rss(pidsOf(p)) - before, goroutines: runtime.NumGoroutine() - g0}, err
 }
 
