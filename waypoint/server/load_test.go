@@ -14,7 +14,7 @@ import (
 
 // Load generation for the benchmarks that compare paths: closed loop
 // (saturate), open loop at a fixed rate (fixedRate), and the highest open
-// loop rate within a p99 bound (rateWithinP99). Every request is post1KB.
+// loop rate within a p99 bound (p99Search). Every request is post1KB.
 
 const (
 	loadClients = 16              // keep-alive connections per path, and closed-loop clients
@@ -25,6 +25,12 @@ type loadResult struct {
 	rate     float64 // completed req/s
 	p50, p99 time.Duration
 	elapsed  time.Duration
+	lats     []time.Duration // sorted
+}
+
+// merge is the result of r and o together, as if measured in one go.
+func (r loadResult) merge(o loadResult) loadResult {
+	return summarize(append(slices.Clone(r.lats), o.lats...), r.elapsed+o.elapsed)
 }
 
 // saturate runs loadClients closed-loop clients for d.
@@ -96,34 +102,58 @@ func fixedRate(c *http.Client, url string, rate float64, d time.Duration) (loadR
 	return r, nil
 }
 
-// rateWithinP99 returns the highest open-loop rate, of those tried, whose
-// p99 stays within bound with no request failing: hi first, then steps of
-// bisection below it. Each rate runs for step, and for at least 1,000
-// requests so that the p99 is not a maximum. 0 means none passed.
-func rateWithinP99(c *http.Client, url string, bound time.Duration, hi float64, step time.Duration, steps int) float64 {
-	ok := func(rate float64) bool {
-		d := max(step, time.Duration(1000/rate*float64(time.Second)))
-		r, err := fixedRate(c, url, rate, d)
-		return err == nil && r.p99 <= bound
+// p99Search finds the highest open-loop rate, of those it tries, whose p99
+// stays within bound with no request failing: hi first, then steps of
+// bisection below it. Each try runs for step, and for at least 1,000
+// requests so that the p99 is not a maximum. Several searches can take
+// turns (next, then try), so that a burst of load from elsewhere on the
+// machine hits one try of one path rather than a whole path.
+type p99Search struct {
+	bound, step time.Duration
+	steps       int     // bisection steps left
+	lo, hi      float64 // lo passed (0: none yet), hi failed
+	first       bool    // hi not tried yet
+	best        float64
+}
+
+func newP99Search(bound time.Duration, hi float64, step time.Duration, steps int) *p99Search {
+	return &p99Search{bound: bound, step: step, steps: steps, hi: hi, first: true}
+}
+
+// next returns the rate to try, or false when the search is over.
+func (s *p99Search) next() (float64, bool) {
+	switch {
+	case s.first:
+		return s.hi, true
+	case s.steps > 0 && s.best < s.hi:
+		return (s.lo + s.hi) / 2, true
 	}
-	if ok(hi) {
-		return hi
-	}
-	lo := 0.0
-	for range steps {
-		mid := (lo + hi) / 2
-		if ok(mid) {
-			lo = mid
-		} else {
-			hi = mid
+	return 0, false
+}
+
+// try runs rate (from next) on c and records whether it passed.
+func (s *p99Search) try(c *http.Client, url string, rate float64) {
+	d := max(s.step, time.Duration(1000/rate*float64(time.Second)))
+	r, err := fixedRate(c, url, rate, d)
+	passed := err == nil && r.p99 <= s.bound
+	if s.first {
+		s.first = false
+		if passed {
+			s.best, s.lo = rate, rate
 		}
+		return
 	}
-	return lo
+	s.steps--
+	if passed {
+		s.lo, s.best = rate, rate
+	} else {
+		s.hi = rate
+	}
 }
 
 func summarize(lats []time.Duration, elapsed time.Duration) loadResult {
 	slices.Sort(lats)
-	r := loadResult{rate: float64(len(lats)) / elapsed.Seconds(), elapsed: elapsed}
+	r := loadResult{rate: float64(len(lats)) / elapsed.Seconds(), elapsed: elapsed, lats: lats}
 	if len(lats) > 0 {
 		r.p50 = lats[len(lats)/2]
 		r.p99 = lats[len(lats)*99/100]
