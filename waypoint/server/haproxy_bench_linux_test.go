@@ -17,6 +17,7 @@ import (
 // Knobs of BenchmarkHTTP1VersusHAProxy: fixed amounts of work rather than
 // b.N, so that each figure compares paths measured the same way in one run.
 const (
+	haproxyWarmUp   = 200 * time.Millisecond // opens the keep-alive connections
 	haproxyRounds   = 2                      // turns each path takes in each phase
 	haproxySaturate = 2 * time.Second        // closed loop, per path
 	haproxyP99Bound = 5 * time.Millisecond   // the p99 the highest rate must keep
@@ -24,9 +25,9 @@ const (
 	haproxyP99Steps = 5                      // bisection steps below the saturation rate
 	haproxyRate     = 1000                   // req/s, open loop
 	haproxyRateFor  = 4 * time.Second        // per path
-	mib             = 1 << 20                // bytes
-	haproxyWarmUp   = 200 * time.Millisecond // opens the keep-alive connections
 )
+
+const mib = 1 << 20 // bytes
 
 // benchPath is one way from the client to the 1 KiB backend.
 type benchPath struct {
@@ -67,8 +68,41 @@ type pathResult struct {
 // the fake ztunnel. For each path: req/s and p99 with loadClients
 // closed-loop clients; the highest open-loop rate whose p99 stays within
 // haproxyP99Bound; p50/p99 at haproxyRate req/s, and CPU and context
-// switches at that rate.
+// switches at that rate. Each phase takes the paths in turns, so that load
+// from elsewhere on the machine does not fall on one path only.
 func BenchmarkHTTP1VersusHAProxy(b *testing.B) {
+	paths, wp := newComparedPaths(b)
+	res := make([]pathResult, len(paths))
+	for i, p := range paths {
+		if p.proxy != nil {
+			res[i].rssIdle, _ = procMemory(b, p.proxy.pid)
+		}
+	}
+	for _, p := range paths {
+		if _, err := saturate(p.c, p.url, haproxyWarmUp); err != nil {
+			b.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	b.ResetTimer()
+	measureSaturation(b, paths, res)
+	measureWithinP99(paths, res)
+	measureFixedRate(b, paths, res)
+	b.StopTimer()
+	for i, p := range paths {
+		if p.proxy != nil {
+			res[i].rss, res[i].peak = procMemory(b, p.proxy.pid)
+		}
+		if p.proxy == &wp.proc {
+			res[i].heapInuse = wp.metric(b, "go_memstats_heap_inuse_bytes")
+			res[i].heapIdle = wp.metric(b, "go_memstats_heap_idle_bytes")
+		}
+	}
+	report(b, paths, res)
+}
+
+// newComparedPaths starts the backends, both haproxy configurations and
+// the waypoint process, and returns the four paths (the waypoint's last).
+func newComparedPaths(b *testing.B) ([]benchPath, *waypointProc) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
 		b.Fatalf("haproxy not found (Debian: apt-get install -y haproxy): %v", err)
@@ -97,27 +131,16 @@ backend be
     server echo %s ssl crt %s ca-file %s verify required verifyhost backend.test sni str(backend.test) alpn http/1.1
 `, feFile, ca.caFile(), tlsBackend, hpClientFile, ca.caFile()))
 	wp := startWaypointProc(b, m, echoSnapshot(p))
-
-	paths := []benchPath{
+	return []benchPath{
 		{"direct", plainClient(b), "http://" + backend.String() + "/", nil},
 		{"haproxy", plainClient(b), "http://" + hp.addr.String() + "/", &hp.proc},
 		{"haproxy-tls", tlsClient(b, ca, clientCert, "haproxy.test"), "https://" + hpTLS.addr.String() + "/", &hpTLS.proc},
 		{"waypoint", m.httpClientVia(wp.hbone, vip(1), false), "http://echo/", &wp.proc},
-	}
-	res := make([]pathResult, len(paths))
-	for i, p := range paths {
-		if p.proxy != nil {
-			res[i].rssIdle, _ = procMemory(b, p.proxy.pid)
-		}
-	}
-	for _, p := range paths {
-		if _, err := saturate(p.c, p.url, haproxyWarmUp); err != nil {
-			b.Fatalf("%s: %v", p.name, err)
-		}
-	}
-	b.ResetTimer()
-	// Each phase takes the paths in turns, haproxyRounds times, so that load
-	// from elsewhere on the machine does not fall on one path only.
+	}, &wp
+}
+
+// measureSaturation runs loadClients closed-loop clients on each path.
+func measureSaturation(b *testing.B, paths []benchPath, res []pathResult) {
 	for range haproxyRounds {
 		for i, p := range paths {
 			r, err := saturate(p.c, p.url, haproxySaturate/haproxyRounds)
@@ -127,6 +150,11 @@ backend be
 			res[i].sat = res[i].sat.merge(r)
 		}
 	}
+}
+
+// measureWithinP99 searches each path's highest rate within
+// haproxyP99Bound below its saturation rate, one step of each in turn.
+func measureWithinP99(paths []benchPath, res []pathResult) {
 	searches := make([]*p99Search, len(paths))
 	for i := range paths {
 		searches[i] = newP99Search(haproxyP99Bound, res[i].sat.rate, haproxyP99Step, haproxyP99Steps)
@@ -140,8 +168,16 @@ backend be
 			}
 		}
 	}
-	type cpuTally struct{ self, user, sys time.Duration }
-	tally := make([]cpuTally, len(paths))
+	for i := range paths {
+		res[i].withinP99 = searches[i].best
+	}
+}
+
+// measureFixedRate runs each path at haproxyRate req/s and measures the
+// CPU and context switches that costs.
+func measureFixedRate(b *testing.B, paths []benchPath, res []pathResult) {
+	type tally struct{ self, user, sys time.Duration }
+	tallies := make([]tally, len(paths))
 	for range haproxyRounds {
 		for i, p := range paths {
 			self0 := selfCPU(b)
@@ -155,38 +191,31 @@ backend be
 			if err != nil {
 				b.Fatalf("%s at %d req/s: %v", p.name, haproxyRate, err)
 			}
-			tally[i].self += selfCPU(b) - self0
+			tallies[i].self += selfCPU(b) - self0
 			if p.proxy != nil {
 				user, sys := procCPU(b, p.proxy.pid)
-				tally[i].user += user - user0
-				tally[i].sys += sys - sys0
+				tallies[i].user += user - user0
+				tallies[i].sys += sys - sys0
 				res[i].switches += procSwitches(b, p.proxy.pid) - sw0
 			}
 			res[i].fixed = res[i].fixed.merge(r)
 		}
 	}
-	for i := range paths {
+	for i, t := range tallies {
 		r := &res[i]
-		r.withinP99 = searches[i].best
 		n := float64(len(r.fixed.lats))
-		perK := func(d time.Duration) float64 {
-			return 100 * d.Seconds() / r.fixed.elapsed.Seconds() / (r.fixed.rate / 1000)
-		}
-		t := tally[i]
+		perK := func(d time.Duration) float64 { return 100 * d.Seconds() * 1000 / n } // % of a core per 1,000 req/s
 		r.cpuUser, r.cpuSys, r.cpuAll, r.switches = perK(t.user), perK(t.sys), perK(t.self+t.user+t.sys), r.switches/n
 	}
-	b.StopTimer()
-	for i, p := range paths {
-		if p.proxy != nil {
-			res[i].rss, res[i].peak = procMemory(b, p.proxy.pid)
-		}
-	}
-	wi := len(paths) - 1
-	res[wi].heapInuse = wp.metric(b, "go_memstats_heap_inuse_bytes")
-	res[wi].heapIdle = wp.metric(b, "go_memstats_heap_idle_bytes")
+}
 
+// report gives the main figures to the benchmark and prints the whole
+// table (not with b.Log: benchmark logs are cut to ten lines).
+func report(b *testing.B, paths []benchPath, res []pathResult) {
+	within := map[string]float64{}
 	for i, p := range paths {
 		r := res[i]
+		within[p.name] = r.withinP99
 		b.ReportMetric(r.sat.rate, p.name+"-req/s")
 		b.ReportMetric(r.withinP99, p.name+"-req/s-p99<5ms")
 		b.ReportMetric(us(r.fixed.p99), p.name+"-p99-us")
@@ -195,11 +224,10 @@ backend be
 			b.ReportMetric(r.rss/mib, p.name+"-RSS-MiB")
 		}
 	}
-	if res[2].withinP99 > 0 {
-		b.ReportMetric(res[wi].withinP99/res[2].withinP99, "waypoint/haproxy-tls")
+	if within["haproxy-tls"] > 0 {
+		b.ReportMetric(within["waypoint"]/within["haproxy-tls"], "waypoint/haproxy-tls")
 	}
 	b.ReportMetric(0, "ns/op")
-	// Not b.Log: benchmark logs are cut to ten lines.
 	fmt.Fprint(os.Stdout, resultTable(paths, res))
 }
 
