@@ -69,7 +69,7 @@ func New(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Agent, err
 		cfg: cfg, client: client, log: log.With("node", cfg.NodeName),
 		podRules: rules.PodRuleset(cfg.Rules),
 		finder:   netns.Finder{Proc: cfg.Proc},
-		zds:      zds.NewServer(cfg.ZtunnelSocket(), cfg.AckTimeout, log),
+		zds:      zds.NewServer(cfg.ZtunnelSocket(), cfg.AckTimeout, cfg.Proc, log),
 		enrolled: map[types.UID]*member{},
 		installer: install.Installer{
 			Binary: cfg.PluginBinary, BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir,

@@ -41,17 +41,25 @@ type entry struct {
 
 // Server serves the hand-off socket. Several ztunnels may be connected at once: during
 // a rollout the new one starts (and connects) while the old one still serves. Every
-// connection gets the full snapshot first; live Adds go to the newest connection whose
+// connection gets the full snapshot first; live Adds go to the newest ztunnel whose
 // snapshot completed, so that the ztunnel that is taking over serves new pods and the
 // old one keeps only what it has; Dels go to every connection that has the pod, so
 // that none keeps listeners in a pod that is gone or released. When the newest
 // connection goes away while an older one is still connected (a new ztunnel that
 // crashed during a rollout), the older one becomes the newest again and is sent the
 // Adds it missed first.
+//
+// Newest means the most recently started ztunnel process (SO_PEERCRED and its
+// start time in procfs), so that an old ztunnel reconnecting (after an agent restart,
+// say) does not take new pods from the one that replaces it; when start times cannot
+// be told, the last connection is the newest.
 type Server struct {
 	path       string
 	log        *slog.Logger
 	ackTimeout time.Duration
+
+	// started tells when the process behind a connection started (0: unknown).
+	started func(*net.UnixConn) uint64
 
 	mu        sync.Mutex // guards workloads, gen and conns; held while talking to ztunnel
 	workloads map[string]entry
@@ -59,12 +67,25 @@ type Server struct {
 	conns     []*conn // snapshot completed, oldest first: the last one gets live Adds
 }
 
-// NewServer returns a server for the socket at path. It does no I/O until Run.
-func NewServer(path string, ackTimeout time.Duration, log *slog.Logger) *Server {
+// NewServer returns a server for the socket at path; proc is the host's procfs (the
+// agent runs with hostPID), where ztunnels' start times are read ("" to order
+// ztunnels by connection only). It does no I/O until Run.
+func NewServer(path string, ackTimeout time.Duration, proc string, log *slog.Logger) *Server {
 	if ackTimeout <= 0 {
 		ackTimeout = DefaultAckTimeout
 	}
-	return &Server{path: path, log: log, ackTimeout: ackTimeout, workloads: map[string]entry{}}
+	s := &Server{path: path, log: log, ackTimeout: ackTimeout, workloads: map[string]entry{},
+		started: func(*net.UnixConn) uint64 { return 0 }}
+	if proc != "" {
+		s.started = func(c *net.UnixConn) uint64 {
+			t, err := peerStart(proc, c)
+			if err != nil {
+				log.Warn("cannot tell when a connecting ztunnel started; ordering by connection", "err", err)
+			}
+			return t
+		}
+	}
+	return s
 }
 
 // Run serves ztunnel connections until ctx ends, then closes them and every netns
@@ -76,7 +97,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("serving ztunnel hand-off", "socket", s.path)
 	err = seqpacket.Serve(ctx, ln, func(ctx context.Context, c *net.UnixConn) {
-		s.serve(ctx, newConn(c, s.ackTimeout))
+		nc := newConn(c, s.ackTimeout)
+		nc.started = s.started(c)
+		s.serve(ctx, nc)
 	})
 	if err != nil {
 		err = fmt.Errorf("zds: %w", err)
@@ -104,15 +127,21 @@ func (s *Server) serve(ctx context.Context, c *conn) {
 	s.mu.Lock()
 	err := s.sendSnapshot(c)
 	if err == nil {
-		s.conns = append(s.conns, c)
+		// After every connection from a process started no later: an old ztunnel
+		// that reconnects does not become the newest.
+		i := len(s.conns)
+		for i > 0 && s.conns[i-1].started > c.started {
+			i--
+		}
+		s.conns = slices.Insert(s.conns, i, c)
 	}
-	n, others := len(s.workloads), len(s.conns)-1
+	n, newest, others := len(s.workloads), s.newest() == c, len(s.conns)-1
 	s.mu.Unlock()
 	if err != nil {
 		log.Warn("snapshot to ztunnel failed", "err", err)
 		return
 	}
-	log.Info("ztunnel connected, snapshot sent; it gets new pods from now on", "workloads", n, "older connections", others)
+	log.Info("ztunnel connected, snapshot sent", "workloads", n, "gets new pods", newest, "other connections", others)
 	select {
 	case <-ctx.Done():
 	case <-c.dead:
@@ -321,6 +350,7 @@ func (s *Server) Del(uid string) error {
 // lock serializes them); a reader goroutine delivers Acks and notices hang-ups.
 type conn struct {
 	id         string
+	started    uint64            // the process's start time (clock ticks since boot; 0: unknown)
 	has        map[string]uint64 // uid -> generation it was sent; guarded by Server.mu
 	c          *net.UnixConn
 	ackTimeout time.Duration

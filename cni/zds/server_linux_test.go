@@ -1,15 +1,16 @@
 package zds_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"context"
 
 	zdsapi "github.com/ambit-mesh/ambit/api/zds"
 	"github.com/ambit-mesh/ambit/cni/netns"
@@ -18,10 +19,13 @@ import (
 )
 
 // start runs a server on a socket in a temporary directory until the test ends.
-func start(t *testing.T, ackTimeout time.Duration) (*zds.Server, string) {
+func start(t *testing.T, ackTimeout time.Duration, opts ...func(*zds.Server)) (*zds.Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ztunnel.sock")
-	s := zds.NewServer(path, ackTimeout, slog.New(slog.DiscardHandler))
+	s := zds.NewServer(path, ackTimeout, "", slog.New(slog.DiscardHandler))
+	for _, o := range opts {
+		o(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -323,5 +327,80 @@ func TestSilentNewestZtunnelFallsBackToTheOlder(t *testing.T) {
 	}
 	if _, _, err := fresh.Recv(2 * time.Second); err == nil {
 		t.Error("the silent ztunnel's connection was not closed")
+	}
+}
+
+// TestNewestIsTheLastStartedZtunnelNotTheLastToConnect: after an agent restart during a
+// rollout, the old ztunnel may reconnect after the new one. It gets the snapshot, but
+// new pods keep going to the ztunnel that started last.
+func TestNewestIsTheLastStartedZtunnelNotTheLastToConnect(t *testing.T) {
+	var mu sync.Mutex
+	starts := []uint64{200, 100} // the first to connect started last
+	s, path := start(t, 2*time.Second, func(s *zds.Server) {
+		zds.SetStarted(s, func() uint64 {
+			mu.Lock()
+			defer mu.Unlock()
+			v := starts[0]
+			starts = starts[1:]
+			return v
+		})
+	})
+	fresh := dial(t, path)
+	expect(t, fresh, "snapshot", "")
+	waitConnected(t, s, true)
+	old := dial(t, path)
+	expect(t, old, "snapshot", "")
+
+	done := addAsync(s, workload(t, "w"))
+	expect(t, fresh, "add w", "")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The old one never got w: it is caught up with it once the new one leaves.
+	fresh.Close()
+	expect(t, old, "add w", "")
+}
+
+func TestPeerStartIsTheConnectingProcesssStartTime(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := zds.PeerStart("/proc", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := zds.StatStart(b)
+	if err != nil || got != want || got == 0 {
+		t.Fatalf("PeerStart = %d, want this process's start time %d (%v)", got, want, err)
+	}
+}
+
+func TestStatStartReadsFieldTwentyTwo(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	line := "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 8 0 123456 1000 100 18446744073709551615"
+	if got, err := zds.StatStart([]byte(line)); err != nil || got != 123456 {
+		t.Fatalf("StatStart = %d, %v; want 123456", got, err)
+	}
+	for _, bad := range []string{"", "42 (x", "42 (x) S 1 2", "42 (x) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 8 0 nope 1000"} {
+		if _, err := zds.StatStart([]byte(bad)); err == nil {
+			t.Errorf("StatStart(%q) accepted", bad)
+		}
 	}
 }
