@@ -167,14 +167,20 @@ func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
 	}
 }
 
-func TestParkRefusesClosedSocket(t *testing.T) {
-	a, _ := tcpPair(t)
-	rc, err := a.SyscallConn()
+// parkEntryFor is a parker entry for c calling resume.
+func parkEntryFor(t *testing.T, c *net.TCPConn, resume func()) *parkEntry {
+	t.Helper()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &parkEntry{rc: rc, resume: resume}
+}
+
+func TestParkRefusesClosedSocket(t *testing.T) {
+	a, _ := tcpPair(t)
+	e := parkEntryFor(t, a, func() { t.Error("resumed a socket that was never parked") })
 	a.Close()
-	e := &parkEntry{rc: rc, resume: func() { t.Error("resumed a socket that was never parked") }}
 	if idleParker.park(e) {
 		t.Fatal("parked a closed socket")
 	}
@@ -185,12 +191,8 @@ func TestParkRefusesClosedSocket(t *testing.T) {
 
 func TestParkerWakesOnData(t *testing.T) {
 	a, b := tcpPair(t)
-	rc, err := b.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	woken := make(chan struct{}, 2)
-	e := &parkEntry{rc: rc, resume: func() { woken <- struct{}{} }}
+	e := parkEntryFor(t, b, func() { woken <- struct{}{} })
 	for range 2 { // the second parking re-arms the same registration
 		if !idleParker.park(e) {
 			t.Fatal("park failed")
