@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,11 +23,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sys/unix"
 
+	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/internal/hbone"
 	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
 	"github.com/ambit-mesh/ambit/internal/identity"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/privtest"
+	"github.com/ambit-mesh/ambit/ztunnel/authz"
 	"github.com/ambit-mesh/ambit/ztunnel/state"
 )
 
@@ -149,6 +152,70 @@ func startEcho(t *testing.T, ns string, port int) {
 	}
 }
 
+// podAToPodB builds the two-pod topology with pod b's ztunnel (tuned by
+// tune) and app, and returns that ztunnel and a function opening tunnels
+// to the app from pod a.
+func podAToPodB(t *testing.T, tune func(*Config)) (*ztunnel, func() (net.Conn, error)) {
+	t.Helper()
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa := tp.handle(t, "pa")
+	t.Cleanup(func() { hpa.Close() })
+	return startPodB(t, ctx, ca, tp, tune), tunnelsFromPodA(t, ctx, ca, hpa)
+}
+
+// startPodB runs pod b's ztunnel, configured with the test workloads, and
+// the echo app in pod b on 8080.
+func startPodB(t *testing.T, ctx context.Context, ca *hbonetest.CA, tp *topology, tune func(*Config)) *ztunnel {
+	t.Helper()
+	zb := startTunedZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
+		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, tune)
+	wa, wb, svc := workloads()
+	zb.tables.UpsertWorkload(wa)
+	zb.tables.UpsertWorkload(wb)
+	zb.tables.UpsertService(svc)
+	startEcho(t, tp.ns("pb"), 8080)
+	return zb
+}
+
+// tunnelsFromPodA returns a function opening an HBONE tunnel from pod a
+// (identity, source address, its network namespace) straight to pod b's
+// ztunnel and its app on 8080, with ztunnel's own pooled client in this
+// process.
+func tunnelsFromPodA(t *testing.T, ctx context.Context, ca *hbonetest.CA, hpa *netns.Handle) func() (net.Conn, error) {
+	t.Helper()
+	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
+		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := certs.SVID(ctx, idA); err != nil { // loads the bundle too
+		t.Fatal(err)
+	}
+	client, err := hbone.NewClient(hbone.ClientConfig{SVIDs: certs, Bundles: certs, IdleTimeout: 200 * time.Millisecond,
+		DialTCP: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+			return hpa.Dial(ctx, dst.String(), netns.SocketOptions{Mark: DefaultMark})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, target := netip.AddrPortFrom(ipB, HBONEPort), netip.AddrPortFrom(ipB, 8080)
+	return func() (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := client.Dial(dctx, hbone.Request{Source: idA, Destination: idB, SourceIP: ipA, Server: server, Target: target})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+}
+
 // TestPrivilegedTenThousandTunnelsLeakNothing opens 10,000 HBONE tunnels at
 // once from pod a's network namespace to pod b's ztunnel (15008: mTLS,
 // authorization, the connection to the app inside pod b, the relay), checks
@@ -170,48 +237,7 @@ func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
 		slack   = 5 // goroutines or fds the runtime may hold on to
 	)
 	raiseNoFile(t, n+n/2)
-	tp := newTopology(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ca := hbonetest.NewCA(t, "cluster.local")
-	hpa := tp.handle(t, "pa")
-	t.Cleanup(func() { hpa.Close() })
-	zb := startTunedZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
-		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, func(*Config) {})
-	wa, wb, svc := workloads()
-	zb.tables.UpsertWorkload(wa)
-	zb.tables.UpsertWorkload(wb)
-	zb.tables.UpsertService(svc)
-	startEcho(t, tp.ns("pb"), 8080)
-
-	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
-		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
-			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
-		})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := certs.SVID(ctx, idA); err != nil { // loads the bundle too
-		t.Fatal(err)
-	}
-	client, err := hbone.NewClient(hbone.ClientConfig{SVIDs: certs, Bundles: certs, IdleTimeout: 200 * time.Millisecond,
-		DialTCP: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
-			return hpa.Dial(ctx, dst.String(), netns.SocketOptions{Mark: DefaultMark})
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	server, target := netip.AddrPortFrom(ipB, HBONEPort), netip.AddrPortFrom(ipB, 8080)
-	tunnel := func() (net.Conn, error) {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		st, err := client.Dial(dctx, hbone.Request{Source: idA, Destination: idB, SourceIP: ipA, Server: server, Target: target})
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
+	zb, tunnel := podAToPodB(t, func(*Config) {})
 
 	settle := func(what string, goroutines, fds int, within time.Duration) (int, int) {
 		t.Helper()
@@ -318,5 +344,70 @@ func TestPrivilegedTenThousandTunnelsLeakNothing(t *testing.T) {
 	t.Logf("back to %d goroutines, %d fds in %v", g, f, time.Since(start).Round(time.Millisecond))
 	if o, cl := zb.obs.get(zb.obs.opened, Inbound), zb.obs.get(zb.obs.closed, Inbound); o != n+1 || cl != n+1 {
 		t.Errorf("ztunnel saw %d inbound opened and %d closed, want %d each", o, cl, n+1)
+	}
+}
+
+// TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval checks that tunnels
+// idle long enough for their relays to be parked are closed as promptly as
+// busy ones by a policy change and by the pod's removal (after the drain),
+// and leave nothing parked.
+func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
+	privtest.Require(t)
+	const drain = 300 * time.Millisecond
+	zb, tunnel := podAToPodB(t, func(c *Config) { c.DrainTimeout = drain })
+
+	// openParked opens a tunnel, uses it, and waits until ztunnel has parked
+	// it (its app socket; the tunnel side waits for nothing).
+	openParked := func() net.Conn {
+		t.Helper()
+		before := hbone.ParkedSockets()
+		c, err := tunnel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if got, err := echo(c, "hello"); err != nil || got != "hello" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		for deadline := time.Now().Add(3*hbone.IdleLinger + 5*time.Second); hbone.ParkedSockets() <= before; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the tunnel's relay did not park: %d sockets parked", hbone.ParkedSockets())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return c
+	}
+	// closedWithin checks that c's next read ends (not times out) within d.
+	closedWithin := func(c net.Conn, d time.Duration, why string) {
+		t.Helper()
+		start := time.Now()
+		if err := c.SetReadDeadline(start.Add(d)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("parked tunnel after %s: read %v, want it closed within %v", why, err, d)
+		}
+		t.Logf("parked tunnel closed %v after %s", time.Since(start).Round(time.Millisecond), why)
+	}
+
+	c := openParked()
+	deny, err := authz.Decode(&workload.Authorization{Name: "deny-a", Namespace: "ns-b", Scope: workload.Scope_NAMESPACE,
+		Action: workload.Action_DENY, Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
+			Namespaces: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: "ns-a"}}}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zb.tables.UpsertPolicy(deny)
+	closedWithin(c, time.Second, "a DENY policy")
+	zb.tables.Remove("ns-b/deny-a")
+
+	c = openParked()
+	zb.proxy.RemovePod("pod-b")
+	closedWithin(c, drain+2*time.Second, "the pod's removal")
+	for deadline := time.Now().Add(5 * time.Second); zb.proxy.Connections() > 0 || hbone.ParkedSockets() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the pod's removal: %d connections tracked, %d sockets parked", zb.proxy.Connections(), hbone.ParkedSockets())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
