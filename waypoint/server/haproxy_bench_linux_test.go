@@ -34,7 +34,8 @@ type benchPath struct {
 	name  string
 	c     *http.Client
 	url   string
-	proxy *proc // the proxy's own process; nil for direct
+	proxy *proc         // the proxy's own process; nil for direct
+	wp    *waypointProc // the waypoint's, for its metrics; nil for the others
 }
 
 // pathResult is what BenchmarkHTTP1VersusHAProxy measures of one path.
@@ -71,7 +72,7 @@ type pathResult struct {
 // switches at that rate. Each phase takes the paths in turns, so that load
 // from elsewhere on the machine does not fall on one path only.
 func BenchmarkHTTP1VersusHAProxy(b *testing.B) {
-	paths, wp := newComparedPaths(b)
+	paths := newComparedPaths(b)
 	res := make([]pathResult, len(paths))
 	for i, p := range paths {
 		if p.proxy != nil {
@@ -92,17 +93,18 @@ func BenchmarkHTTP1VersusHAProxy(b *testing.B) {
 		if p.proxy != nil {
 			res[i].rss, res[i].peak = procMemory(b, p.proxy.pid)
 		}
-		if p.proxy == &wp.proc {
-			res[i].heapInuse = wp.metric(b, "go_memstats_heap_inuse_bytes")
-			res[i].heapIdle = wp.metric(b, "go_memstats_heap_idle_bytes")
+		if p.wp != nil {
+			res[i].heapInuse = p.wp.metric(b, "go_memstats_heap_inuse_bytes")
+			res[i].heapIdle = p.wp.metric(b, "go_memstats_heap_idle_bytes")
 		}
 	}
 	report(b, paths, res)
 }
 
 // newComparedPaths starts the backends, both haproxy configurations and
-// the waypoint process, and returns the four paths (the waypoint's last).
-func newComparedPaths(b *testing.B) ([]benchPath, *waypointProc) {
+// the waypoint process, and returns the four paths (the waypoint's last;
+// then the baseline waypoint's, if baselineWaypointEnv names one).
+func newComparedPaths(b *testing.B) []benchPath {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
 		b.Fatalf("haproxy not found (Debian: apt-get install -y haproxy): %v", err)
@@ -131,13 +133,24 @@ backend be
     server echo %s ssl crt %s ca-file %s verify required verifyhost backend.test sni str(backend.test) alpn http/1.1
 `, feFile, ca.caFile(), tlsBackend, hpClientFile, ca.caFile()))
 	wp := startWaypointProc(b, m, echoSnapshot(p))
-	return []benchPath{
-		{"direct", plainClient(b), "http://" + backend.String() + "/", nil},
-		{"haproxy", plainClient(b), "http://" + hp.addr.String() + "/", &hp.proc},
-		{"haproxy-tls", tlsClient(b, ca, clientCert, "haproxy.test"), "https://" + hpTLS.addr.String() + "/", &hpTLS.proc},
-		{"waypoint", m.httpClientVia(wp.hbone, vip(1), false), "http://echo/", &wp.proc},
-	}, &wp
+	paths := []benchPath{
+		{"direct", plainClient(b), "http://" + backend.String() + "/", nil, nil},
+		{"haproxy", plainClient(b), "http://" + hp.addr.String() + "/", &hp.proc, nil},
+		{"haproxy-tls", tlsClient(b, ca, clientCert, "haproxy.test"), "https://" + hpTLS.addr.String() + "/", &hpTLS.proc, nil},
+		{"waypoint", m.httpClientVia(wp.hbone, vip(1), false), "http://echo/", &wp.proc, &wp},
+	}
+	if bin := os.Getenv(baselineWaypointEnv); bin != "" {
+		base := runWaypointProc(b, m, echoSnapshot(p), "waypoint-baseline", bin)
+		paths = append(paths, benchPath{"waypoint-baseline", m.httpClientVia(base.hbone, vip(1), false), "http://echo/", &base.proc, &base})
+	}
+	return paths
 }
+
+// baselineWaypointEnv names a waypoint binary (cmd/waypoint built from
+// another commit) that BenchmarkHTTP1VersusHAProxy then measures as a fifth
+// path, in the same turns, so that a change is compared with what it
+// changes in one run.
+const baselineWaypointEnv = "AMBIT_BENCH_WAYPOINT_BASELINE"
 
 // measureSaturation runs loadClients closed-loop clients on each path.
 func measureSaturation(b *testing.B, paths []benchPath, res []pathResult) {
@@ -226,6 +239,9 @@ func report(b *testing.B, paths []benchPath, res []pathResult) {
 	}
 	if within["haproxy-tls"] > 0 {
 		b.ReportMetric(within["waypoint"]/within["haproxy-tls"], "waypoint/haproxy-tls")
+	}
+	if within["waypoint-baseline"] > 0 {
+		b.ReportMetric(within["waypoint"]/within["waypoint-baseline"], "waypoint/baseline")
 	}
 	b.ReportMetric(0, "ns/op")
 	fmt.Fprint(os.Stdout, resultTable(paths, res))

@@ -101,11 +101,17 @@ func startWaypointProc(tb testing.TB, m *mesh, snap *model.Snapshot) waypointPro
 	if err != nil {
 		tb.Fatalf("the go command is needed to build cmd/waypoint: %v", err)
 	}
-	dir := tb.TempDir()
-	bin := filepath.Join(dir, "waypoint")
+	bin := filepath.Join(tb.TempDir(), "waypoint")
 	if out, err := exec.Command(goBin, "build", "-o", bin, "github.com/ambit-mesh/ambit/cmd/waypoint").CombinedOutput(); err != nil {
 		tb.Fatalf("go build cmd/waypoint: %v\n%s", err, out)
 	}
+	return runWaypointProc(tb, m, snap, "waypoint", bin)
+}
+
+// runWaypointProc runs the waypoint binary bin as startWaypointProc does.
+func runWaypointProc(tb testing.TB, m *mesh, snap *model.Snapshot, name, bin string) waypointProc {
+	tb.Helper()
+	dir := tb.TempDir()
 	svid, err := m.svids.SVID(tb.Context(), m.wpID)
 	if err != nil {
 		tb.Fatal(err)
@@ -132,7 +138,7 @@ func startWaypointProc(tb testing.TB, m *mesh, snap *model.Snapshot) waypointPro
 	wp := waypointProc{hbone: freeAddr(tb)}
 	metrics, health := freeAddr(tb), freeAddr(tb)
 	wp.metrics = "http://" + metrics.String()
-	wp.proc = startProc(tb, "waypoint", bin, []string{
+	wp.proc = startProc(tb, name, bin, []string{
 		"-identity", m.wpID.String(),
 		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
 		"-bundle", filepath.Join(dir, "bundle.pem"), "-config", filepath.Join(dir, "snapshot.json"),
