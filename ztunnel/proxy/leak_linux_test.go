@@ -360,7 +360,6 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 	// it (its app socket; the tunnel side waits for nothing).
 	openParked := func() net.Conn {
 		t.Helper()
-		before := hbone.ParkedSockets()
 		c, err := tunnel()
 		if err != nil {
 			t.Fatal(err)
@@ -369,7 +368,7 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 		if got, err := echo(c, "hello"); err != nil || got != "hello" {
 			t.Fatalf("echo: %q, %v", got, err)
 		}
-		for deadline := time.Now().Add(3*hbone.IdleLinger + 5*time.Second); hbone.ParkedSockets() <= before; {
+		for deadline := time.Now().Add(3*hbone.IdleLinger + 5*time.Second); hbone.ParkedSockets() == 0; {
 			if time.Now().After(deadline) {
 				t.Fatalf("the tunnel's relay did not park: %d sockets parked", hbone.ParkedSockets())
 			}
@@ -377,7 +376,8 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 		}
 		return c
 	}
-	// closedWithin checks that c's next read ends (not times out) within d.
+	// closedWithin checks that c's next read ends (not times out) within d,
+	// and that ztunnel then tracks and parks nothing.
 	closedWithin := func(c net.Conn, d time.Duration, why string) {
 		t.Helper()
 		start := time.Now()
@@ -388,6 +388,12 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 			t.Fatalf("parked tunnel after %s: read %v, want it closed within %v", why, err, d)
 		}
 		t.Logf("parked tunnel closed %v after %s", time.Since(start).Round(time.Millisecond), why)
+		for deadline := time.Now().Add(5 * time.Second); zb.proxy.Connections() > 0 || hbone.ParkedSockets() > 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s: %d connections tracked, %d sockets parked", why, zb.proxy.Connections(), hbone.ParkedSockets())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 
 	c := openParked()
@@ -404,10 +410,4 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 	c = openParked()
 	zb.proxy.RemovePod("pod-b")
 	closedWithin(c, drain+2*time.Second, "the pod's removal")
-	for deadline := time.Now().Add(5 * time.Second); zb.proxy.Connections() > 0 || hbone.ParkedSockets() > 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("after the pod's removal: %d connections tracked, %d sockets parked", zb.proxy.Connections(), hbone.ParkedSockets())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
