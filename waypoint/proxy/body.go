@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -37,12 +38,46 @@ func newReplayBody(src io.ReadCloser, limit int) *replayBody {
 	return &replayBody{src: src, limit: limit}
 }
 
-// attempt returns the body of a new attempt, reading from the start.
+// attempt returns the body of a new attempt, reading from the start. Once
+// the body is read whole and kept, that is the kept bytes themselves, in a
+// reader net/http knows to be in memory: it then writes a small body with
+// the request's headers (one write upstream, not two). Else a reader that
+// streams from the client as the attempt reads.
 func (b *replayBody) attempt() io.ReadCloser {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.gen++
+	if b.eof && !b.overflow {
+		return io.NopCloser(bytes.NewReader(b.buf))
+	}
 	return &replayReader{b: b, gen: b.gen}
+}
+
+// readAhead reads once from the client a body of the given length, which
+// must fit the limit, before the first attempt: what the client sent with
+// its headers (all of a small body, usually) is then kept, and if that is
+// the whole body the attempt sends it from memory. It waits only for the
+// first bytes of the body, as the first attempt would. Call it before any
+// attempt.
+func (b *replayBody) readAhead(length int) {
+	b.buf = make([]byte, length)
+	n, err := b.src.Read(b.buf)
+	if n == length && err == nil {
+		// The length is reached: a body says io.EOF at once.
+		var probe [1]byte
+		var m int
+		m, err = b.src.Read(probe[:])
+		if m > 0 { // longer than declared: net/http does not let this happen
+			err = errors.New("request body longer than its Content-Length")
+		}
+	}
+	b.buf, b.read = b.buf[:n], n
+	switch {
+	case errors.Is(err, io.EOF):
+		b.eof = true
+	case err != nil:
+		b.err = err
+	}
 }
 
 // replayable reports whether a new attempt could resend the body.

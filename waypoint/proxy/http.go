@@ -163,9 +163,28 @@ func (p *Proxy) serve(w *recorder, r *http.Request, ex *exchange) {
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		ex.body = newReplayBody(r.Body, p.cfg.RetryBufferBytes)
+		if n := r.ContentLength; n > 0 && n <= int64(min(p.cfg.RetryBufferBytes, readAheadBytes)) && r.Header.Get("Expect") == "" {
+			readAhead(ctx, w, ex.body, int(n))
+		}
 	}
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 	p.mirror(r, ex, st)
+}
+
+// readAheadBytes bounds the bodies read before the upstream request starts
+// (see replayBody.readAhead): those that fit, with their headers, in one
+// write of the upstream connection.
+const readAheadBytes = 16 << 10
+
+// readAhead reads the first bytes of a body of known length before the
+// upstream request starts; a request timeout interrupts the wait, as it
+// would the upstream request's (the stream idle timeout does so itself).
+func readAhead(ctx context.Context, w http.ResponseWriter, b *replayBody, length int) {
+	if _, ok := ctx.Deadline(); ok {
+		stop := context.AfterFunc(ctx, func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) })
+		defer stop()
+	}
+	b.readAhead(length)
 }
 
 // outPath sets the path sent upstream: the normalized (maybe rewritten) path.

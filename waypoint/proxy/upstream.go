@@ -120,6 +120,11 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		req.URL.Host = ep.addr.String()
 		if ex.body != nil && out.Body != nil {
 			req.Body = ex.body.attempt()
+			if _, kept := ex.body.complete(); kept {
+				// In memory: the transport may resend it on a fresh
+				// connection if a reused one fails before the request is out.
+				req.GetBody = func() (io.ReadCloser, error) { return ex.body.attempt(), nil }
+			}
 		}
 		resp, err := p.transport(out, ex).RoundTrip(req)
 		outcome, connFail, reset := classifyAttempt(resp, err, out.Context())
