@@ -3,6 +3,8 @@ package telemetry
 import (
 	"fmt"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,7 +59,7 @@ func (l *Labels) values() []string {
 		or(l.DestinationApp), or(l.DestinationVersion),
 		or(l.DestinationService), or(l.DestinationServiceName), or(l.DestinationServiceNamespace),
 		or(l.DestinationCanonicalService), or(l.DestinationCanonicalRevision), or(l.DestinationCluster),
-		l.RequestProtocol, fmt.Sprint(l.ResponseCode), l.GRPCResponseStatus, orDash(l.ResponseFlags),
+		l.RequestProtocol, strconv.Itoa(l.ResponseCode), l.GRPCResponseStatus, orDash(l.ResponseFlags),
 		or(l.ConnectionSecurityPolicy),
 	}
 }
@@ -84,6 +86,20 @@ type Metrics struct {
 	duration, reqBytes, resBytes *prometheus.HistogramVec
 	tcpOpened, tcpClosed         *prometheus.CounterVec
 	tcpSent, tcpReceived         *prometheus.CounterVec
+
+	// series keeps the request metrics' children by their labels, so that
+	// recording a request costs one map lookup, not a hash of every label
+	// value for each of four vectors. It holds one entry per series the
+	// vectors hold, which keep theirs forever too.
+	seriesMu sync.RWMutex
+	series   map[Labels]*requestSeries
+}
+
+// requestSeries are the children of the request metrics for one set of
+// labels.
+type requestSeries struct {
+	requests                     prometheus.Counter
+	duration, reqBytes, resBytes prometheus.Observer
 }
 
 // Istio's buckets.
@@ -101,7 +117,8 @@ func NewMetrics() (*Metrics, error) {
 		"destination_service", "destination_service_name", "destination_service_namespace",
 		"request_protocol", "response_flags", "connection_security_policy"}
 	m := &Metrics{
-		reg: reg,
+		reg:    reg,
+		series: map[Labels]*requestSeries{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "istio_requests_total", Help: "Requests processed.",
 		}, labelNames),
@@ -140,11 +157,35 @@ func NewMetrics() (*Metrics, error) {
 
 // RecordRequest records one HTTP request.
 func (m *Metrics) RecordRequest(l *Labels, d time.Duration, reqBytes, resBytes int64) {
-	v := l.values()
-	m.requests.WithLabelValues(v...).Inc()
-	m.duration.WithLabelValues(v...).Observe(float64(d) / float64(time.Millisecond))
-	m.reqBytes.WithLabelValues(v...).Observe(float64(reqBytes))
-	m.resBytes.WithLabelValues(v...).Observe(float64(resBytes))
+	s := m.requestSeries(l)
+	s.requests.Inc()
+	s.duration.Observe(float64(d) / float64(time.Millisecond))
+	s.reqBytes.Observe(float64(reqBytes))
+	s.resBytes.Observe(float64(resBytes))
+}
+
+// requestSeries returns the children of the request metrics for l,
+// creating them the first time.
+func (m *Metrics) requestSeries(l *Labels) *requestSeries {
+	m.seriesMu.RLock()
+	s := m.series[*l]
+	m.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	m.seriesMu.Lock()
+	defer m.seriesMu.Unlock()
+	if s = m.series[*l]; s == nil {
+		v := l.values()
+		s = &requestSeries{
+			requests: m.requests.WithLabelValues(v...),
+			duration: m.duration.WithLabelValues(v...),
+			reqBytes: m.reqBytes.WithLabelValues(v...),
+			resBytes: m.resBytes.WithLabelValues(v...),
+		}
+		m.series[*l] = s
+	}
+	return s
 }
 
 func (l *Labels) tcpValues() []string {

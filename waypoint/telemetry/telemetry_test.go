@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -70,5 +71,50 @@ func TestTracingRecordsChildSpan(t *testing.T) {
 	}
 	if len(spans) != 1 || !strings.Contains(out.Get("Traceparent"), spans[0].SpanContext.SpanID().String()) {
 		t.Fatalf("spans %v, traceparent %q", spans, out.Get("Traceparent"))
+	}
+}
+
+// TestRequestSeriesKeptApart: requests are counted under exactly their own
+// labels, however many series there are and in whatever order they come
+// (the children of the vectors are kept per label set).
+func TestRequestSeriesKeptApart(t *testing.T) {
+	m, err := NewMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := Labels{ResponseCode: 200, RequestProtocol: "http", DestinationServiceName: "echo"}
+	failed := ok
+	failed.ResponseCode, failed.ResponseFlags = 503, "UF"
+	grpc := ok
+	grpc.RequestProtocol, grpc.GRPCResponseStatus = "grpc", "14"
+	other := ok
+	other.SourcePrincipal = "spiffe://cluster.local/ns/a/sa/b"
+	for _, l := range []Labels{ok, failed, ok, grpc, other, ok, failed} {
+		m.RecordRequest(&l, time.Millisecond, 10, 20)
+	}
+	want := map[string]float64{
+		"http 200 - unknown": 3, "http 503 UF unknown": 2, "grpc 200 - unknown": 1,
+		"http 200 - spiffe://cluster.local/ns/a/sa/b": 1,
+	}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "istio_request") {
+			continue
+		}
+		got := map[string]float64{}
+		for _, mt := range f.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range mt.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			key := strings.Join([]string{l["request_protocol"], l["response_code"], l["response_flags"], l["source_principal"]}, " ")
+			got[key] = mt.GetCounter().GetValue() + float64(mt.GetHistogram().GetSampleCount())
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", f.GetName(), diff)
+		}
 	}
 }
