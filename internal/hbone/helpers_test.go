@@ -38,6 +38,7 @@ type testEnv struct {
 	accepts atomic.Int64 // TCP connections accepted by the server
 	logs    *logCapture
 	client  *Client
+	srv     *Server
 	cancel  context.CancelFunc // stops Serve
 	served  chan error         // Serve's result
 }
@@ -57,6 +58,7 @@ func newTestEnv(t testing.TB, h Handler, mods ...func(*ClientConfig, *ServerConf
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.srv = srv
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -125,6 +125,9 @@ type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
 	tls *tls.Config
+
+	mu       sync.Mutex
+	sessions map[*session]struct{} // open connections, for GoAway
 }
 
 // NewServer checks cfg and returns a Server. It starts nothing.
@@ -223,6 +226,8 @@ func (s *Server) serveSession(ctx context.Context, nc net.Conn, raw *batchConn, 
 	}
 	// Tunnels outlive ctx by the drain time: the session gets its own.
 	sess := newSession(context.WithoutCancel(ctx), nc, raw, false, peer, opts, log)
+	s.track(sess)
+	defer s.untrack(sess)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -248,6 +253,41 @@ func (s *Server) serveSession(ctx context.Context, nc net.Conn, raw *batchConn, 
 		return nil
 	}
 	return err
+}
+
+// GoAway tells every connection open now, before it returns, that it takes
+// no new tunnels (GOAWAY; a request already on its way is refused with
+// REFUSED_STREAM, which a Client retries on another connection). Open
+// tunnels carry on; connections accepted later are not affected. Canceling
+// Serve's context does this too, but from goroutines of its own: a restart
+// that must hand every new tunnel to its successor closes its listener and
+// calls GoAway.
+func (s *Server) GoAway() {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.shutdown()
+	}
+}
+
+// track records an open session.
+func (s *Server) track(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions == nil {
+		s.sessions = make(map[*session]struct{})
+	}
+	s.sessions[sess] = struct{}{}
+}
+
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess)
 }
 
 // serveStream answers one request: 400 if it is malformed, else whatever

@@ -147,6 +147,31 @@ func TestServeDrainsTunnelsOnCancel(t *testing.T) {
 	}
 }
 
+// After GoAway returns, a new tunnel never lands on a connection that was
+// open before it: it is refused there and the client opens another, while
+// the tunnels already open carry on.
+func TestGoAwayHandsNewTunnelsToNewConnections(t *testing.T) {
+	e := newTestEnv(t, echo)
+	st := e.dial(t)
+	defer st.Close()
+	if n := e.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections accepted, want 1", n)
+	}
+	e.srv.GoAway()
+	s2 := e.dial(t)
+	defer s2.Close()
+	if n := e.accepts.Load(); n != 2 {
+		t.Fatalf("%d connections accepted after GoAway, want 2 (the new tunnel on a new connection)", n)
+	}
+	for _, c := range []*Stream{st, s2} {
+		io.WriteString(c, "ping")
+		c.CloseWrite()
+		if b, err := io.ReadAll(c); err != nil || string(b) != "ping" {
+			t.Fatalf("tunnel after GoAway: %q, %v", b, err)
+		}
+	}
+}
+
 func TestServeForceClosesAfterDrainTimeout(t *testing.T) {
 	e := newTestEnv(t, echo, func(_ *ClientConfig, s *ServerConfig) { s.DrainTimeout = 50 * time.Millisecond })
 	st := e.dial(t)

@@ -216,6 +216,10 @@ func (p *Proxy) RemovePod(uid string) {
 	delete(p.pods, uid)
 	if pd != nil {
 		pd.cancel() // closes the listeners now
+		// Tunnels opened on pooled connections must go to the successor
+		// too: refused from now on (the client retries elsewhere), not
+		// accepted until the cancellation reaches every connection.
+		pd.server.GoAway()
 		p.stopping.Go(pd.stop)
 	}
 }
