@@ -18,6 +18,10 @@ import (
 // three TCP hops more cheaply, so this path is the floor that the ztunnel and
 // stunnel4 pairs are measured against (the cost of the hops themselves).
 func startRelayPair(b *testing.B, ctx context.Context, tp *topology) {
+	// The relays end with their own context, canceled by the cleanups that
+	// wait for them (the caller's is canceled only after those run).
+	ctx, cancel := context.WithCancel(ctx)
+	b.Cleanup(cancel) // runs last; the relays' cleanups cancel first
 	na, nb := tp.handle(b, "na"), tp.handle(b, "nb")
 	b.Cleanup(func() { na.Close(); nb.Close() })
 	dialA, dialB := newNsDialer(b, na), newNsDialer(b, nb)
@@ -37,7 +41,7 @@ func startRelayPair(b *testing.B, ctx context.Context, tp *topology) {
 			b.Fatal(err)
 		}
 		var wg sync.WaitGroup
-		b.Cleanup(func() { ln.Close(); wg.Wait() })
+		b.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
 		wg.Go(func() {
 			for {
 				c, err := ln.Accept()
