@@ -1,10 +1,12 @@
 package hbone
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -231,7 +233,10 @@ type tunnelEnv struct {
 	ups     chan *net.TCPConn
 }
 
-func newTunnelEnv(t *testing.T) *tunnelEnv {
+func newTunnelEnv(t *testing.T) *tunnelEnv { return newTunnelEnvLinger(t, testLinger) }
+
+// newTunnelEnvLinger is newTunnelEnv with the bridges' linger set.
+func newTunnelEnvLinger(t *testing.T, linger time.Duration) *tunnelEnv {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +259,7 @@ func newTunnelEnv(t *testing.T) *tunnelEnv {
 			return err
 		}
 		br := NewBridge(st, up)
-		br.linger = testLinger
+		br.linger = linger
 		br.Start(func(ab, ba int64, err error) { te.results <- relayResult{ab, ba, err} })
 		te.bridges <- br
 		te.ups <- c
@@ -324,4 +329,37 @@ func TestBridgeClosedWhileIdleEndsStream(t *testing.T) {
 	expectEOF(t, up)
 	expectEOF(t, st) // END_STREAM, then RST_STREAM: the client was still sending
 	until(t, "the bridge's goroutines end", func() bool { return bridgeGoroutines() == 0 })
+}
+
+// Data for a stream whose socket can take it is written by the session's
+// read loop itself: no drainer goroutine starts (one would linger for a
+// minute here), and the byte counts still add up.
+func TestBridgeWritesSmallMessagesInline(t *testing.T) {
+	te := newTunnelEnvLinger(t, time.Minute)
+	st := te.dial(t)
+	defer st.Close()
+	<-te.bridges
+	up := <-te.ups
+	for i := range 50 {
+		io.WriteString(st, "hello")
+		expectRead(t, up, "hello")
+		if n := drainers(); n != 0 {
+			t.Fatalf("message %d: %d drainer goroutines running, want 0 (written inline)", i, n)
+		}
+	}
+	st.CloseWrite() // END_STREAM: a drainer half-closes the socket
+	expectEOF(t, up)
+	up.CloseWrite()
+	expectEOF(t, st)
+	r := waitResult(t, te.results)
+	if r.err != nil || r.aToB != 250 || r.bToA != 0 {
+		t.Fatalf("bridge = %d, %d, %v; want 250, 0, nil", r.aToB, r.bToA, r.err)
+	}
+}
+
+// drainers counts the goroutines in Stream.drain.
+func drainers() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return bytes.Count(buf, []byte("hbone.(*Stream).drain("))
 }

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"io"
 	"sync"
 	"time"
 )
@@ -15,6 +16,42 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return
 
 func getChunk() *[]byte  { return chunkPool.Get().(*[]byte) }
 func putChunk(b *[]byte) { chunkPool.Put(b) }
+
+// bigSize is the read size while a copy moves data in bulk (its last read
+// filled a chunk): fewer, larger reads, DATA frames and TLS writes cut the
+// CPU per byte by about a tenth in the ztunnel benchmark.
+const bigSize = 256 << 10
+
+var bigPool = sync.Pool{New: func() any { b := make([]byte, bigSize); return &b }}
+
+// getBuffer returns a pooled copy buffer, a big one if big is set.
+func getBuffer(big bool) *[]byte {
+	if big {
+		return bigPool.Get().(*[]byte)
+	}
+	return getChunk()
+}
+
+// putBuffer gives back what getBuffer(big) returned.
+func putBuffer(b *[]byte, big bool) {
+	if big {
+		bigPool.Put(b)
+		return
+	}
+	putChunk(b)
+}
+
+// readPlain reads once from r into a pooled buffer, held while Read
+// waits; readPooled's fallback.
+func readPlain(r io.Reader, big bool) (*[]byte, int, error) {
+	bp := getBuffer(big)
+	n, err := r.Read(*bp)
+	if n <= 0 {
+		putBuffer(bp, big)
+		return nil, 0, err
+	}
+	return bp, n, err
+}
 
 // dataBuffer is a FIFO of bytes in pooled chunks: what a stream received
 // and its reader has not consumed yet.

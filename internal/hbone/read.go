@@ -218,16 +218,22 @@ func (s *session) handleData(f *http2.DataFrame) error {
 	if st.closed {
 		s.creditLocked(st, n) // closed locally: discard
 	} else {
-		st.buf.write(data)
 		if pad := n - int64(len(data)); pad > 0 {
 			s.creditLocked(st, pad)
 		}
+		if k := st.writeInlineLocked(data); k > 0 {
+			s.creditLocked(st, int64(k))
+			data = data[k:]
+		}
+		st.buf.write(data)
 	}
 	if f.StreamEnded() {
 		st.recvEnd = true
 		s.maybeRemoveLocked(st)
 	}
-	st.wakeReaderLocked()
+	if len(data) > 0 || f.StreamEnded() || st.closed {
+		st.wakeReaderLocked()
+	}
 	return nil
 }
 

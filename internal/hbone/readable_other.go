@@ -2,8 +2,16 @@
 
 package hbone
 
-import "io"
+import (
+	"io"
+	"syscall"
+)
 
-// waitReadable is a no-op where sockets cannot be peeked: the copy buffer is
-// then held while the connection is idle.
-func waitReadable(io.Reader) {}
+// readPooled reads once from r into a pooled buffer; see the unix version.
+// Here the buffer is held while Read waits.
+func readPooled(r io.Reader, big bool) (*[]byte, int, error) {
+	return readPlain(r, big)
+}
+
+// writeNow writes nothing here: the caller's fallback (a goroutine) does.
+func writeNow(syscall.RawConn, []byte) int { return 0 }

@@ -187,28 +187,24 @@ func copyIdle(dst io.Writer, src io.Reader) (int64, error) {
 	return copyDrained(dst, src)
 }
 
-// copyDrained copies r to w through a pooled buffer held only while data
-// flows: once r is drained (a short read) it waits for more without one,
-// so idle connections cost no buffer.
+// copyDrained copies r to w through a pooled buffer taken only once r
+// has data (readPooled), so idle connections cost no buffer. Reads grow
+// from a chunk to bigSize while each fills its buffer.
 func copyDrained(w io.Writer, r io.Reader) (int64, error) {
 	var total int64
-	drained := true
+	big := false
 	for {
-		if drained {
-			waitReadable(r)
-		}
-		bp := getChunk()
-		n, err := r.Read(*bp)
-		drained = n < len(*bp)
+		bp, n, err := readPooled(r, big)
 		if n > 0 {
 			m, werr := w.Write((*bp)[:n])
 			total += int64(m)
+			full := n == len(*bp)
+			putBuffer(bp, big)
+			big = full
 			if werr != nil {
-				putChunk(bp)
 				return total, werr
 			}
 		}
-		putChunk(bp)
 		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
