@@ -103,7 +103,7 @@ func TestSmallBodyGoesUpstreamWithItsHeaders(t *testing.T) {
 				})
 				p := testProxy(t, u, toEcho(), Config{})
 				var wc writeCounter
-				p.upH1.DialContext = wc.wrap(p.upH1.DialContext)
+				p.dialer = wc.wrap(p.dialer)
 				src, n, release := tt.body()
 				r := httptest.NewRequest(tt.method, "http://echo/", src)
 				r.ContentLength = n

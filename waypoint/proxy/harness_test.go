@@ -18,7 +18,7 @@ import (
 
 // The tests here run the proxy's HTTP path for real (reverse proxy, transports,
 // retries, timeouts) inside a testing/synctest bubble: upstreams are HTTP servers on
-// in-memory pipes that the transports dial instead of HBONE tunnels, so time is
+// in-memory pipes that the proxy dials instead of HBONE tunnels, so time is
 // virtual and waits are exact.
 
 var (
@@ -26,7 +26,7 @@ var (
 	testEndpoint = netip.MustParseAddrPort("10.1.0.1:8080")
 )
 
-// noDialer satisfies Config.Dialer; the tests replace the transports' dialing.
+// noDialer satisfies Config.Dialer; the tests replace the proxy's dialer.
 type noDialer struct{}
 
 func (noDialer) Dial(context.Context, hbone.Request) (*hbone.Stream, error) {
@@ -85,12 +85,12 @@ func testProxy(t *testing.T, u *upstream, rule route.Rule, cfg Config) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.upH1.DialContext = u.dial
-	p.upH2.DialContext = u.dial
+	p.dialer = u.dial
 	if err := p.Update(echoSnapshot(rule)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		p.h1.CloseIdleConnections(true)
 		p.upH1.CloseIdleConnections()
 		p.upH2.CloseIdleConnections()
 		_ = u.srv.Close()

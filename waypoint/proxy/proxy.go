@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"sync"
@@ -28,6 +29,13 @@ const (
 	DefaultRetryBackoff      = 25 * time.Millisecond
 	DefaultDrainTimeout      = 5 * time.Second
 	DefaultMirrorConcurrency = 64
+)
+
+// Upstream connection pools: idle connections kept per endpoint, and how
+// long.
+const (
+	upstreamMaxIdle     = 256
+	upstreamIdleTimeout = 90 * time.Second
 )
 
 // Dialer opens HBONE tunnels to upstream endpoints; *hbone.Client is one.
@@ -125,11 +133,15 @@ type Proxy struct {
 
 	updateMu sync.Mutex
 
-	srv      *http.Server
-	conns    *connListener
-	rp       *httputil.ReverseProxy
-	upH1     *http.Transport
-	upH2     *http.Transport
+	srv   *http.Server
+	conns *connListener
+	rp    *httputil.ReverseProxy
+	h1    *h1Client // HTTP/1.1 requests sent whole (no streaming)
+	upH1  *http.Transport
+	upH2  *http.Transport
+	// dialer opens upstream connections for all three: dialUpstream, but
+	// tests replace it.
+	dialer   func(ctx context.Context, network, addr string) (net.Conn, error)
 	rndMu    sync.Mutex
 	rnd      *rand.Rand
 	mirrors  chan struct{} // semaphore
@@ -175,22 +187,24 @@ func New(cfg Config) (*Proxy, error) {
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	var h1, h2c http.Protocols
-	h1.SetHTTP1(true)
+	var http1, h2c http.Protocols
+	http1.SetHTTP1(true)
 	h2c.SetUnencryptedHTTP2(true)
+	p.dialer = p.dialUpstream
+	p.h1 = newH1Client(p.dial, upstreamMaxIdle, upstreamIdleTimeout, int64(cfg.MaxHeaderBytes))
 	p.upH1 = &http.Transport{
-		DialContext:            p.dialUpstream,
-		Protocols:              &h1,
-		MaxIdleConnsPerHost:    256,
-		IdleConnTimeout:        90 * time.Second,
+		DialContext:            p.dial,
+		Protocols:              &http1,
+		MaxIdleConnsPerHost:    upstreamMaxIdle,
+		IdleConnTimeout:        upstreamIdleTimeout,
 		DisableCompression:     true,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
 	}
 	p.upH2 = &http.Transport{
-		DialContext:            p.dialUpstream,
+		DialContext:            p.dial,
 		Protocols:              &h2c,
-		IdleConnTimeout:        90 * time.Second,
+		IdleConnTimeout:        upstreamIdleTimeout,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
 		HTTP2:                  &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
@@ -218,6 +232,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.cancel()
 	p.wg.Wait()
+	p.h1.CloseIdleConnections(true)
 	p.upH1.CloseIdleConnections()
 	p.upH2.CloseIdleConnections()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {

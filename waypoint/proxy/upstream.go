@@ -30,6 +30,11 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return "upstream connect error: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
+// dial opens a connection to the endpoint at addr, with p.dialer.
+func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.dialer(ctx, network, addr)
+}
+
 // dialUpstream opens an HBONE tunnel to the endpoint at addr.
 func (p *Proxy) dialUpstream(ctx context.Context, _, addr string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
@@ -126,7 +131,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 				req.GetBody = func() (io.ReadCloser, error) { return ex.body.attempt(), nil }
 			}
 		}
-		resp, err := p.transport(out, ex).RoundTrip(req)
+		resp, err := p.transport(out, ex, req).RoundTrip(req)
 		outcome, connFail, reset := classifyAttempt(resp, err, out.Context())
 		status := 0
 		if resp != nil {
@@ -221,13 +226,17 @@ func backoffDelay(base time.Duration, attempt int, randN func(int64) int64) time
 }
 
 // transport chooses HTTP/2 (h2c) upstream for HTTP/2 clients and
-// services declared HTTP/2 (gRPC), HTTP/1.1 otherwise.
-func (p *Proxy) transport(in *http.Request, ex *exchange) http.RoundTripper {
+// services declared HTTP/2 (gRPC), HTTP/1.1 otherwise: sent whole by p.h1
+// when it can, else streamed by net/http's Transport.
+func (p *Proxy) transport(in *http.Request, ex *exchange, req *http.Request) http.RoundTripper {
 	if in.Header.Get("Upgrade") != "" {
 		return p.upH1
 	}
 	if in.ProtoMajor == 2 || ex.backend != nil && ex.backend.port.Protocol == model.HTTP2 {
 		return p.upH2
+	}
+	if p.h1.handles(req) {
+		return p.h1
 	}
 	return p.upH1
 }

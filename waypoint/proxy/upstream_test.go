@@ -91,8 +91,8 @@ func TestRouteRetryConnectFailureAndBackoff(t *testing.T) {
 		rule := toEcho()
 		rule.Retry = route.GatewayRetry(3, nil, 100*time.Millisecond)
 		p := testProxy(t, u, rule, Config{})
-		orig := p.upH1.DialContext
-		p.upH1.DialContext = func(ctx context.Context, n, a string) (net.Conn, error) {
+		orig := p.dialer
+		p.dialer = func(ctx context.Context, n, a string) (net.Conn, error) {
 			starts = append(starts, time.Now())
 			if len(starts) == 3 { // the pod is back for the third attempt
 				u.mu.Lock()
