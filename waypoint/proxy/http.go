@@ -167,7 +167,11 @@ func (p *Proxy) serve(w *recorder, r *http.Request, ex *exchange) {
 			readAhead(ctx, w, ex.body, int(n))
 		}
 	}
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	out := r
+	if ctx != r.Context() {
+		out = r.WithContext(ctx)
+	}
+	p.rp.ServeHTTP(w, out)
 	p.mirror(r, ex, st)
 }
 

@@ -54,11 +54,11 @@ func (p *Proxy) serveTCP(ctx context.Context, c net.Conn, info *connInfo, dest *
 	done(lb.Success)
 	l := p.labels(ex)
 	if p.cfg.Metrics != nil {
-		p.cfg.Metrics.TCPOpened(l)
+		p.cfg.Metrics.TCPOpened(&l)
 	}
 	received, sent, err := hbone.Relay(c, up)
 	if p.cfg.Metrics != nil {
-		p.cfg.Metrics.TCPClosed(l, sent, received)
+		p.cfg.Metrics.TCPClosed(&l, sent, received)
 	}
 	p.log.Info("tcp connection", "src", remoteOf(ex), "identity", info.peer, "dst", dest.name,
 		"upstream", ep.addr, "bytes_received", received, "bytes_sent", sent, "duration", time.Since(start))

@@ -25,7 +25,7 @@ func (p *Proxy) finish(w *recorder, r *http.Request, ex *exchange) {
 	}
 	reqBytes := ex.reqBytes.n.Load()
 	if p.cfg.Metrics != nil {
-		p.cfg.Metrics.RecordRequest(l, dur, reqBytes, w.bytes)
+		p.cfg.Metrics.RecordRequest(&l, dur, reqBytes, w.bytes)
 	}
 	if p.log.Enabled(r.Context(), slog.LevelInfo) {
 		upstream := "-"
@@ -56,8 +56,8 @@ func (p *Proxy) finish(w *recorder, r *http.Request, ex *exchange) {
 }
 
 // labels fills Istio's labels from what the exchange learned.
-func (p *Proxy) labels(ex *exchange) *telemetry.Labels {
-	l := &telemetry.Labels{ConnectionSecurityPolicy: "mutual_tls", ResponseFlags: ex.flags}
+func (p *Proxy) labels(ex *exchange) telemetry.Labels {
+	l := telemetry.Labels{ConnectionSecurityPolicy: "mutual_tls", ResponseFlags: ex.flags}
 	if !ex.info.peer.IsZero() {
 		l.SourcePrincipal = ex.info.peer.String()
 		if rest, ok := strings.CutPrefix(ex.info.peer.Path(), "/ns/"); ok {

@@ -121,8 +121,12 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if perTry > 0 {
 			ctx, cancel = context.WithTimeout(ctx, perTry)
 		}
-		req := out.Clone(ctx)
-		req.URL.Host = ep.addr.String()
+		// A shallow copy: no client changes a request's headers, and the
+		// URL is the only field an attempt sets.
+		req := out.WithContext(ctx)
+		u := *out.URL
+		u.Host = ep.addr.String()
+		req.URL = &u
 		if ex.body != nil && out.Body != nil {
 			req.Body = ex.body.attempt()
 			if _, kept := ex.body.complete(); kept {

@@ -12,7 +12,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // DefaultSampling is Istio's default trace sampling ratio (1%).
@@ -37,7 +36,7 @@ type TracingConfig struct {
 
 // Tracing starts request spans and propagates W3C trace context.
 type Tracing struct {
-	tracer   trace.Tracer
+	tracer   trace.Tracer // nil when export is off
 	prop     propagation.TextMapPropagator
 	shutdown func(context.Context) error
 }
@@ -61,7 +60,6 @@ func NewTracing(cfg TracingConfig) (*Tracing, error) {
 		}
 	}
 	if exp == nil {
-		t.tracer = noop.NewTracerProvider().Tracer("waypoint")
 		return t, nil
 	}
 	ratio := cfg.Sampling
@@ -91,6 +89,11 @@ func NewTracing(cfg TracingConfig) (*Tracing, error) {
 // incoming context, so Inject passes it on unchanged.
 func (t *Tracing) Start(ctx context.Context, r *http.Request) (context.Context, trace.Span) {
 	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	if t.tracer == nil {
+		// Nothing to record: the incoming span context, if any, is what
+		// Inject passes on; its span (non-recording) ends as a no-op.
+		return ctx, trace.SpanFromContext(ctx)
+	}
 	return t.tracer.Start(ctx, r.Method+" "+r.Host, trace.WithSpanKind(trace.SpanKindServer))
 }
 
