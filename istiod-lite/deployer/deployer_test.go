@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -80,5 +82,23 @@ func TestGatewayStatus(t *testing.T) {
 				t.Error("an unchanged condition got a new transition time")
 			}
 		})
+	}
+}
+
+// TestWaypointHasIstioResources: the waypoint container gets Istio's
+// waypoint requests and limits (its CPU limit sets the Go runtime's
+// GOMAXPROCS).
+func TestWaypointHasIstioResources(t *testing.T) {
+	_, dep, _ := waypointObjects(gateway(meshListener), PodConfig{Image: "img", ControlPlane: "cp:15012", TrustDomain: "cluster.local"})
+	c := dep.Spec.Template.Spec.Containers[0]
+	want := map[string]string{"requests.cpu": "100m", "requests.memory": "128Mi", "limits.cpu": "2", "limits.memory": "1Gi"}
+	got := map[string]string{}
+	for name, list := range map[string]corev1.ResourceList{"requests": c.Resources.Requests, "limits": c.Resources.Limits} {
+		for r, q := range list {
+			got[name+"."+string(r)] = q.String()
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("resources (-want +got):\n%s", diff)
 	}
 }

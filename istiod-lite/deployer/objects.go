@@ -3,6 +3,7 @@ package deployer
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -31,6 +32,20 @@ const (
 	TokenFile   = "istio-token"
 	RootCertDir = "/var/run/secrets/istio"
 )
+
+// waypointResources are the waypoint container's: Istio's waypoint
+// defaults. The CPU limit also sizes the Go runtime: since Go 1.25
+// GOMAXPROCS follows the container's CPU limit (rounded up, at least 2), so
+// a waypoint runs 2 Ps however large its node, where without a limit it
+// took one per node CPU, and each goroutine hand-off on the data path may
+// wake an idle one (docs/performance.md). Istio's Envoy waypoint likewise
+// runs as many workers as its CPU limit.
+func waypointResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("1Gi")},
+	}
+}
 
 // waypointObjects renders the ServiceAccount, Deployment and Service of a waypoint,
 // each owned by its Gateway.
@@ -75,6 +90,7 @@ func waypointObjects(gw *gwv1.Gateway, pc PodConfig) (*corev1.ServiceAccount, *a
 						ImagePullPolicy: pc.PullPolicy,
 						Args:            pc.Args,
 						Env:             env,
+						Resources:       waypointResources(),
 						Ports: []corev1.ContainerPort{
 							{Name: "hbone", ContainerPort: mesh.PortHBONE, Protocol: corev1.ProtocolTCP},
 							{Name: "status-port", ContainerPort: mesh.PortHealth, Protocol: corev1.ProtocolTCP},
