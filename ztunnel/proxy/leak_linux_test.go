@@ -23,13 +23,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sys/unix"
 
-	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/internal/hbone"
 	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
 	"github.com/ambit-mesh/ambit/internal/identity"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/privtest"
-	"github.com/ambit-mesh/ambit/ztunnel/authz"
 	"github.com/ambit-mesh/ambit/ztunnel/state"
 )
 
@@ -397,13 +395,7 @@ func TestPrivilegedParkedTunnelsCloseOnPolicyAndRemoval(t *testing.T) {
 	}
 
 	c := openParked()
-	deny, err := authz.Decode(&workload.Authorization{Name: "deny-a", Namespace: "ns-b", Scope: workload.Scope_NAMESPACE,
-		Action: workload.Action_DENY, Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
-			Namespaces: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: "ns-a"}}}}}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	zb.tables.UpsertPolicy(deny)
+	zb.tables.UpsertPolicy(denyNsA(t))
 	closedWithin(c, time.Second, "a DENY policy")
 	zb.tables.Remove("ns-b/deny-a")
 

@@ -324,13 +324,7 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 			t.Fatalf("before: %q, %v", got, err)
 		}
 		<-peers
-		deny, err := authz.Decode(&workload.Authorization{Name: "deny-a", Namespace: "ns-b", Scope: workload.Scope_NAMESPACE,
-			Action: workload.Action_DENY, Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
-				Namespaces: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: "ns-a"}}}}}}}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		zb.tables.UpsertPolicy(deny)
+		zb.tables.UpsertPolicy(denyNsA(t))
 		defer zb.tables.Remove("ns-b/deny-a")
 		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 			t.Fatal(err)
@@ -339,4 +333,16 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 			t.Fatalf("open connection after a DENY policy: read %v, want it closed", err)
 		}
 	})
+}
+
+// denyNsA is policy "ns-b/deny-a": DENY everything from namespace ns-a.
+func denyNsA(t testing.TB) *authz.Policy {
+	t.Helper()
+	deny, err := authz.Decode(&workload.Authorization{Name: "deny-a", Namespace: "ns-b", Scope: workload.Scope_NAMESPACE,
+		Action: workload.Action_DENY, Rules: []*workload.Rule{{Clauses: []*workload.Clause{{Matches: []*workload.Match{{
+			Namespaces: []*workload.StringMatch{{MatchType: &workload.StringMatch_Exact{Exact: "ns-a"}}}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deny
 }
