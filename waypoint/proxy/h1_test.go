@@ -24,6 +24,20 @@ func serveBody(p *Proxy, method, target, body string) *httptest.ResponseRecorder
 	return w
 }
 
+// recordDials keeps the upstream connections p dials from now on.
+func recordDials(p *Proxy) *[]net.Conn {
+	var conns []net.Conn
+	dial := p.dialer
+	p.dialer = func(ctx context.Context, n, a string) (net.Conn, error) {
+		c, err := dial(ctx, n, a)
+		if err == nil {
+			conns = append(conns, c)
+		}
+		return c, err
+	}
+	return &conns
+}
+
 // TestUpstreamConnectionReuse: requests sent whole reuse the upstream
 // connection. One the server closed while it was idle is not held against
 // the next request: an idempotent one goes on a new connection; one that
@@ -66,14 +80,8 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 					}
 					_, _ = io.WriteString(w, "ok")
 				})
-				var conns []net.Conn
 				p := testProxy(t, u, toEcho(), Config{})
-				dial := p.dialer
-				p.dialer = func(ctx context.Context, n, a string) (net.Conn, error) {
-					c, err := dial(ctx, n, a)
-					conns = append(conns, c)
-					return c, err
-				}
+				dialed := recordDials(p)
 				if w := serveBody(p, tt.method, "http://echo/", "hello"); w.Code != 200 {
 					t.Fatalf("first request: %d", w.Code)
 				}
@@ -87,8 +95,8 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 				if w.Code != tt.wantCode {
 					t.Errorf("second request: %d, want %d", w.Code, tt.wantCode)
 				}
-				if len(conns) != tt.wantDials {
-					t.Errorf("%d connections dialed, want %d", len(conns), tt.wantDials)
+				if n := len(*dialed); n != tt.wantDials {
+					t.Errorf("%d connections dialed, want %d", n, tt.wantDials)
 				}
 				if got := calls.Load(); got != tt.wantCalls {
 					t.Errorf("the app saw %d requests, want %d", got, tt.wantCalls)
@@ -158,13 +166,7 @@ func TestIdleUpstreamConnectionsAreClosed(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				u := newUpstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 				p := testProxy(t, u, toEcho(), Config{})
-				var conns []net.Conn
-				dial := p.dialer
-				p.dialer = func(ctx context.Context, n, a string) (net.Conn, error) {
-					c, err := dial(ctx, n, a)
-					conns = append(conns, c)
-					return c, err
-				}
+				dialed := recordDials(p)
 				if w := serve(p, "GET", "http://echo/"); w.Code != 200 {
 					t.Fatalf("status %d", w.Code)
 				}
@@ -176,7 +178,7 @@ func TestIdleUpstreamConnectionsAreClosed(t *testing.T) {
 				}
 				synctest.Wait()
 				// A closed net.Pipe end fails writes at once.
-				if _, err := conns[0].Write(nil); err == nil {
+				if _, err := (*dialed)[0].Write(nil); err == nil {
 					t.Error("the idle connection is still open")
 				}
 			})
