@@ -75,8 +75,9 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		// As net/http's Transport: a new connection failing is an answer.
 		var dead *deadConnError
-		if fresh || !errors.As(err, &dead) || ctx.Err() != nil || !resend && !dead.unsent {
+		if fresh || !pc.reused || !errors.As(err, &dead) || ctx.Err() != nil || !resend && !dead.unsent {
 			return nil, err
 		}
 		if req.GetBody != nil {

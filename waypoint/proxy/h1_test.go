@@ -185,3 +185,28 @@ func TestIdleUpstreamConnectionsAreClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamNewConnectionFailureIsTheAnswer: as with net/http's
+// Transport, a request is sent again on another connection only when a
+// reused one failed; a new connection failing is the upstream's answer.
+func TestUpstreamNewConnectionFailureIsTheAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		u := newUpstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+		p := testProxy(t, u, toEcho(), Config{})
+		dial := p.dialer
+		dials := 0
+		p.dialer = func(ctx context.Context, n, a string) (net.Conn, error) {
+			c, err := dial(ctx, n, a)
+			if dials++; dials == 1 && err == nil {
+				c.Close() // broken from the start: the write fails
+			}
+			return c, err
+		}
+		if w := serve(p, "GET", "http://echo/"); w.Code != http.StatusServiceUnavailable {
+			t.Errorf("status %d, want 503", w.Code)
+		}
+		if dials != 1 {
+			t.Errorf("%d connections dialed, want 1", dials)
+		}
+	})
+}
