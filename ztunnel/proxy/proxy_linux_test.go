@@ -238,6 +238,14 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 		if p := <-peers; p.Addr() != ipA {
 			t.Errorf("server saw the client as %s, want %s", p, ipA)
 		}
+		// The encrypted echo is on the link once the client has it back; the
+		// capture's reader may lag, so wait for what the reply's TLS record
+		// must at least have put there before judging.
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if _, n, _ := link.seen(nil); n >= 2*len(secret) {
+				break
+			}
+		}
 		frames, bytes, leaked := link.seen([]byte(secret))
 		if frames == 0 || bytes < len(secret) {
 			t.Fatalf("capture saw %d frames: the capture does not work", frames)
@@ -268,7 +276,7 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 		if p := <-plain; p.Addr() != ipA {
 			t.Errorf("unmeshed server saw %s, want the pod %s", p, ipA)
 		}
-		if _, _, seen := link.seen([]byte("plain-passthrough")); !seen {
+		if !link.waitSeen([]byte("plain-passthrough")) {
 			t.Error("passthrough traffic should cross the link in plaintext")
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -149,6 +150,16 @@ func (s *sniffer) seen(b []byte) (int, int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.n, s.data.Len(), bytes.Contains(s.data.Bytes(), b)
+}
+
+// waitSeen waits (a few seconds at most) until b has been captured: the
+// capture goroutine may read a frame a moment after the echo returned.
+func (s *sniffer) waitSeen(b []byte) bool {
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, _, seen := s.seen(b); seen || time.Now().After(deadline) {
+			return seen
+		}
+	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
