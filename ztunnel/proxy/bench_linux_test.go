@@ -63,6 +63,16 @@ type benchPath struct {
 	// and its dials go through the benchmark's per-namespace dialer
 	// threads, which cannot keep up with 1,000 new connections a second.
 	floorOnly bool
+	// from, when set, is where the client dials from instead of pod a.
+	from *nsDialer
+}
+
+// client is the dialer the path's client uses.
+func (p benchPath) client(def *nsDialer) *nsDialer {
+	if p.from != nil {
+		return p.from
+	}
+	return def
 }
 
 // BenchmarkPrivilegedZtunnel measures pod a -> ztunnel -> ztunnel -> pod b in
@@ -109,6 +119,7 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 	sinkServer(b, ctx, hnb, "9001")
 	st := startStunnelPair(b, stunnel, tp)
 	startRelayPair(b, ctx, tp)
+	podFloor := startInPodRelayPair(b, ctx, tp)
 
 	marked := netns.SocketOptions{Mark: DefaultMark}
 	paths := []benchPath{
@@ -116,6 +127,7 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 		{name: "ztunnel x2", echo: "10.77.2.2:8080", sink: "10.77.2.2:8081"},
 		{name: "stunnel4 x2", echo: "10.77.1.1:19000", sink: "10.77.1.1:19001", opts: marked, pids: st.pids},
 		{name: "TCP relay x2", echo: "10.77.1.1:19100", sink: "10.77.1.1:19101", opts: marked, floorOnly: true},
+		{name: "in-pod relay x2", echo: "10.77.4.2:8080", sink: "10.77.4.2:8081", floorOnly: true, from: podFloor},
 	}
 	client := newNsDialer(b, hpa)
 	if err := waitEcho(client, paths[2]); err != nil {
@@ -282,8 +294,8 @@ func table(paths []benchPath, res []benchResult) string {
 		return fmt.Sprintf("%.1f", float64(r.idle.goroutines)/float64(max(1, r.idle.conns)))
 	})
 	w.Flush()
-	fmt.Fprintf(&sb, "ztunnel vs stunnel4 throughput: %.2fx; vs the plain TCP relay pair (the floor of two hops): %.2fx; ztunnel CPU per 1,000 req/s (both ztunnels, persistent): %.1f%% of a core\n",
-		z.mbps/res[2].mbps, z.mbps/res[3].mbps, 100*(z.persistent.cpu-d.persistent.cpu))
+	fmt.Fprintf(&sb, "ztunnel vs stunnel4 throughput: %.2fx; vs the plain relay pairs (floors of two hops): %.2fx at the nodes, %.2fx in the pods; ztunnel CPU per 1,000 req/s (both ztunnels, persistent): %.1f%% of a core\n",
+		z.mbps/res[2].mbps, z.mbps/res[3].mbps, z.mbps/res[4].mbps, 100*(z.persistent.cpu-d.persistent.cpu))
 	return sb.String()
 }
 
@@ -421,6 +433,7 @@ func roundTrip(c net.Conn, buf []byte) error {
 }
 
 func waitEcho(h *nsDialer, p benchPath) error {
+	h = p.client(h)
 	deadline := time.Now().Add(benchSetup)
 	for {
 		c, err := dialPath(h, p.echo, p.opts)
@@ -442,6 +455,7 @@ func waitEcho(h *nsDialer, p benchPath) error {
 // throughput sends benchVolume bytes on one connection and returns MB/s,
 // timed until the sink has all of it.
 func throughput(h *nsDialer, p benchPath) (float64, error) {
+	h = p.client(h)
 	c, err := dialPath(h, p.sink, p.opts)
 	if err != nil {
 		return 0, err
@@ -501,6 +515,7 @@ func pidsOf(p benchPath) []int {
 // persistentLatency sends benchRequests 1 KB requests at benchRate on one
 // connection.
 func persistentLatency(h *nsDialer, p benchPath) (latency, error) {
+	h = p.client(h)
 	c, err := dialPath(h, p.echo, p.opts)
 	if err != nil {
 		return latency{}, err
@@ -533,6 +548,7 @@ func persistentLatency(h *nsDialer, p benchPath) (latency, error) {
 // timing each from its scheduled start. Failures are counted, not fatal:
 // a path that cannot sustain the rate is a result.
 func newConnLatency(h *nsDialer, p benchPath) latency {
+	h = p.client(h)
 	var (
 		mu       sync.Mutex
 		lat      = make([]time.Duration, 0, benchRequests)
@@ -583,6 +599,7 @@ func newConnLatency(h *nsDialer, p benchPath) latency {
 // ztunnels) plus the tunnel processes. The direct path's figure is the
 // baseline of the client and servers.
 func idleMemory(h *nsDialer, p benchPath) (idle, error) {
+	h = p.client(h)
 	before, g0 := rss(pidsOf(p)), runtime.NumGoroutine()
 	var conns []net.Conn
 	defer func() {
