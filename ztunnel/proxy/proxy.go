@@ -215,10 +215,13 @@ func (p *Proxy) RemovePod(uid string) {
 	pd := p.pods[uid]
 	delete(p.pods, uid)
 	if pd != nil {
-		pd.cancel() // closes the listeners now
-		// Tunnels opened on pooled connections must go to the successor
-		// too: refused from now on (the client retries elsewhere), not
-		// accepted until the cancellation reaches every connection.
+		pd.cancel()
+		// The listeners close here, not when the cancellation reaches the
+		// accept loops, and only then do the open HBONE connections go
+		// away: a tunnel refused on a pooled connection (REFUSED_STREAM, the
+		// client retries on a new connection) must not find this instance's
+		// 15008 still listening beside the successor's.
+		pd.closeListeners()
 		pd.server.GoAway()
 		p.stopping.Go(pd.stop)
 	}
