@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"os/exec"
 	"sync"
 	"testing"
 
@@ -37,22 +36,31 @@ func startRelayPair(b *testing.B, ctx context.Context, tp *topology) {
 		{nb, "192.168.77.2:19143", "127.0.0.1:9000", dialB},
 		{nb, "192.168.77.2:19144", "127.0.0.1:9001", dialB},
 	} {
-		ln, err := r.h.Listen(ctx, r.listen, netns.SocketOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		b.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Go(func() { spliceRelay(ctx, c, r.dialFrom, r.to, netns.SocketOptions{}) })
-			}
+		listenRelay(b, ctx, cancel, r.h, r.listen, func(c net.Conn) {
+			spliceRelay(ctx, c, r.dialFrom, r.to, netns.SocketOptions{})
 		})
 	}
+}
+
+// listenRelay listens on addr inside h and runs relay for every connection
+// in a goroutine of its own, until its cleanup, which cancels the relays'
+// context and waits for them.
+func listenRelay(b *testing.B, ctx context.Context, cancel context.CancelFunc, h *netns.Handle, addr string, relay func(net.Conn)) {
+	ln, err := h.Listen(ctx, addr, netns.SocketOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	b.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { relay(c) })
+		}
+	})
 }
 
 // spliceRelay connects in to addr and copies both ways until both end,
@@ -89,23 +97,10 @@ func spliceRelay(ctx context.Context, in net.Conn, d *nsDialer, addr string, o n
 func startInPodRelayPair(b *testing.B, ctx context.Context, tp *topology) *nsDialer {
 	ctx, cancel := context.WithCancel(ctx)
 	b.Cleanup(cancel)
-	for _, side := range []struct{ node, pod, subnet, other, via string }{
-		{"na", "pc", "10.77.3", "10.77.4.0/24", "192.168.77.2"},
-		{"nb", "pd", "10.77.4", "10.77.3.0/24", "192.168.77.1"},
-	} {
-		node, pod := tp.ns(side.node), tp.ns(side.pod)
-		run(b, "ip", "netns", "add", pod)
-		b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", pod).Run() })
-		run(b, "ip", "-n", pod, "link", "set", "lo", "up")
-		run(b, "ip", "-n", node, "link", "add", "veth1", "type", "veth", "peer", "name", "eth0", "netns", pod)
-		run(b, "ip", "-n", node, "addr", "add", side.subnet+".1/24", "dev", "veth1")
-		run(b, "ip", "-n", node, "link", "set", "veth1", "up")
-		run(b, "ip", "-n", pod, "addr", "add", side.subnet+".2/24", "dev", "eth0")
-		run(b, "ip", "-n", pod, "link", "set", "eth0", "up")
-		run(b, "ip", "-n", pod, "route", "add", "default", "via", side.subnet+".1")
-		run(b, "ip", "-n", node, "route", "add", side.other, "via", side.via)
-		tp.installPodRules(b, pod)
-	}
+	tp.addPod(b, "na", "pc", "veth1", "10.77.3")
+	tp.addPod(b, "nb", "pd", "veth1", "10.77.4")
+	run(b, "ip", "-n", tp.ns("na"), "route", "add", "10.77.4.0/24", "via", "192.168.77.2")
+	run(b, "ip", "-n", tp.ns("nb"), "route", "add", "10.77.3.0/24", "via", "192.168.77.1")
 	hpc, hpd := tp.handle(b, "pc"), tp.handle(b, "pd")
 	b.Cleanup(func() { hpc.Close(); hpd.Close() })
 	echoServer(b, ctx, hpd, "8080")
@@ -117,25 +112,13 @@ func startInPodRelayPair(b *testing.B, ctx context.Context, tp *topology) *nsDia
 		port string
 		d    *nsDialer
 	}{{hpc, ":15001", inPC}, {hpd, ":15006", inPD}} {
-		ln, err := r.h.Listen(ctx, r.port, netns.SocketOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		b.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				dst, err := netns.OriginalDst(c.(*net.TCPConn))
-				if err != nil {
-					c.Close()
-					continue
-				}
-				wg.Go(func() { spliceRelay(ctx, c, r.d, dst.String(), marked) })
+		listenRelay(b, ctx, cancel, r.h, r.port, func(c net.Conn) {
+			dst, err := netns.OriginalDst(c.(*net.TCPConn))
+			if err != nil {
+				c.Close()
+				return
 			}
+			spliceRelay(ctx, c, r.d, dst.String(), marked)
 		})
 	}
 	return inPC

@@ -41,22 +41,12 @@ func run(t testing.TB, args ...string) {
 
 func newTopology(t testing.TB) *topology {
 	tp := &topology{prefix: fmt.Sprintf("azt%d-", os.Getpid())}
-	for _, n := range []string{"na", "nb", "pa", "pb"} {
-		run(t, "ip", "netns", "add", tp.ns(n))
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", tp.ns(n)).Run() })
-		run(t, "ip", "-n", tp.ns(n), "link", "set", "lo", "up")
+	for _, n := range []string{"na", "nb"} {
+		tp.addNetns(t, n)
+		run(t, "ip", "netns", "exec", tp.ns(n), "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	}
-	for _, side := range []struct{ node, pod, subnet string }{{"na", "pa", "10.77.1"}, {"nb", "pb", "10.77.2"}} {
-		node, pod := tp.ns(side.node), tp.ns(side.pod)
-		run(t, "ip", "-n", node, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pod)
-		run(t, "ip", "-n", node, "addr", "add", side.subnet+".1/24", "dev", "veth0")
-		run(t, "ip", "-n", node, "link", "set", "veth0", "up")
-		run(t, "ip", "-n", pod, "addr", "add", side.subnet+".2/24", "dev", "eth0")
-		run(t, "ip", "-n", pod, "link", "set", "eth0", "up")
-		run(t, "ip", "-n", pod, "route", "add", "default", "via", side.subnet+".1")
-		run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		tp.installPodRules(t, pod)
-	}
+	tp.addPod(t, "na", "pa", "veth0", "10.77.1")
+	tp.addPod(t, "nb", "pb", "veth0", "10.77.2")
 	run(t, "ip", "-n", tp.ns("na"), "link", "add", "link0", "type", "veth", "peer", "name", "link0", "netns", tp.ns("nb"))
 	run(t, "ip", "-n", tp.ns("na"), "addr", "add", "192.168.77.1/30", "dev", "link0")
 	run(t, "ip", "-n", tp.ns("nb"), "addr", "add", "192.168.77.2/30", "dev", "link0")
@@ -66,6 +56,29 @@ func newTopology(t testing.TB) *topology {
 	run(t, "ip", "-n", tp.ns("nb"), "route", "add", "10.77.1.0/24", "via", "192.168.77.1")
 	// Service VIPs route like everything else: via the node.
 	return tp
+}
+
+// addNetns creates the namespace name (prefixed) with lo up, removed at
+// cleanup.
+func (tp *topology) addNetns(t testing.TB, name string) {
+	run(t, "ip", "netns", "add", tp.ns(name))
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", tp.ns(name)).Run() })
+	run(t, "ip", "-n", tp.ns(name), "link", "set", "lo", "up")
+}
+
+// addPod creates pod namespace pod on node, joined by a veth pair (veth on
+// the node, eth0 in the pod) as subnet.2, with subnet.1 on the node as its
+// default route, and the CNI's in-pod rules.
+func (tp *topology) addPod(t testing.TB, node, pod, veth, subnet string) {
+	tp.addNetns(t, pod)
+	node, pod = tp.ns(node), tp.ns(pod)
+	run(t, "ip", "-n", node, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod)
+	run(t, "ip", "-n", node, "addr", "add", subnet+".1/24", "dev", veth)
+	run(t, "ip", "-n", node, "link", "set", veth, "up")
+	run(t, "ip", "-n", pod, "addr", "add", subnet+".2/24", "dev", "eth0")
+	run(t, "ip", "-n", pod, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", pod, "route", "add", "default", "via", subnet+".1")
+	tp.installPodRules(t, pod)
 }
 
 // installPodRules loads the CNI's golden in-pod ruleset with nft and adds its
