@@ -642,20 +642,31 @@ func rss(pids []int) int64 {
 	return n
 }
 
-func procRSS(pid int) int64 {
+func procRSS(pid int) int64 { return procStatus(pid)["VmRSS"] }
+
+// procStatus returns the numbers of /proc/PID/status by name, sizes in
+// bytes.
+func procStatus(pid int) map[string]int64 {
+	m := map[string]int64{}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return m
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
+		k, v, _ := strings.Cut(s.Text(), ":")
+		v, kb := strings.CutSuffix(strings.TrimSpace(v), " kB")
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+		case kb:
+			m[k] = n << 10
+		default:
+			m[k] = n
 		}
 	}
-	return 0
+	return m
 }
 
 // stunnelPair is a client stunnel4 in node a and a server stunnel4 in node b.

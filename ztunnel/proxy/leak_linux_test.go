@@ -49,19 +49,38 @@ func raiseNoFile(t *testing.T, n uint64) {
 }
 
 // startTunedZtunnel is startZtunnel with tune adjusting the Config.
-func startTunedZtunnel(t *testing.T, ctx context.Context, ca *hbonetest.CA, pod Pod, tune func(*Config)) *ztunnel {
-	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
-		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
-			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
-		})})
+func startTunedZtunnel(t testing.TB, ctx context.Context, ca *hbonetest.CA, pod Pod, tune func(*Config)) *ztunnel {
+	return runZtunnel(t, ctx, caIssuer(t, ca), pod, tune)
+}
+
+// caIssuer issues every identity asked for from ca, as istiod-lite's CA
+// would.
+func caIssuer(t testing.TB, ca *hbonetest.CA) identity.Issuer {
+	return identity.IssuerFunc(func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+		return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
+	})
+}
+
+// runZtunnel runs a proxy with certificates from issuer, serving pod, until
+// the test ends. tune, if not nil, adjusts its Config. While a benchmark
+// wants it (benchTelemetry), the proxy also reports to the daemon's
+// telemetry.
+func runZtunnel(t testing.TB, ctx context.Context, issuer identity.Issuer, pod Pod, tune func(*Config)) *ztunnel {
+	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
 	z := &ztunnel{tables: state.NewTables(), obs: newCounter()}
-	cfg := Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: z.obs,
+	var obs Observer = z.obs
+	if benchTelemetry != nil {
+		obs = teeObserver{z.obs, benchTelemetry(t, z.tables)}
+	}
+	cfg := Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: obs,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second}
-	tune(&cfg)
+	if tune != nil {
+		tune(&cfg)
+	}
 	if z.proxy, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -99,16 +118,26 @@ func TestMain(m *testing.M) {
 		serveEcho(port)
 		return
 	}
+	if spec := os.Getenv(ztunnelProcEnv); spec != "" {
+		serveZtunnelProcess(spec)
+		return
+	}
 	os.Exit(m.Run())
 }
 
-// serveEcho echoes every connection until the process is killed.
-func serveEcho(port string) {
+// raiseNoFileToHard lifts this process's soft RLIMIT_NOFILE to its hard
+// limit, as far as a child of the test can go.
+func raiseNoFileToHard() {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
 		lim.Cur = lim.Max
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
+}
+
+// serveEcho echoes every connection until the process is killed.
+func serveEcho(port string) {
+	raiseNoFileToHard()
 	ln, err := net.Listen("tcp", "0.0.0.0:"+port)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echo:", err)
@@ -132,7 +161,7 @@ func serveEcho(port string) {
 }
 
 // startEcho runs the echo application inside netns ns; it is killed at cleanup.
-func startEcho(t *testing.T, ns string, port int) {
+func startEcho(t testing.TB, ns string, port int) {
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "--", os.Args[0])
 	cmd.Env = append(os.Environ(), echoPortEnv+"="+strconv.Itoa(port))
 	out, err := cmd.StdoutPipe()

@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -14,11 +12,9 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
-	"github.com/ambit-mesh/ambit/internal/identity"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/privtest"
 	"github.com/ambit-mesh/ambit/ztunnel/authz"
@@ -76,47 +72,9 @@ type ztunnel struct {
 	obs    *counter
 }
 
+// startZtunnel runs a proxy serving pod with certificates from ca.
 func startZtunnel(t testing.TB, ctx context.Context, ca *hbonetest.CA, pod Pod) *ztunnel {
-	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(
-		func(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
-			return ca.SVID(t, id.String()), []*x509.Certificate{ca.Cert}, nil
-		})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := &ztunnel{tables: state.NewTables(), obs: newCounter()}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var obs Observer = z.obs
-	if benchTelemetry != nil {
-		obs = teeObserver{z.obs, benchTelemetry(t, z.tables)}
-	}
-	z.proxy, err = New(Config{Tables: z.tables, Certs: certs, TrustDomain: td, Observer: obs, Log: log,
-		ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- z.proxy.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	// Run has to have started before pods are added.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := z.proxy.AddPod(pod)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return z
+	return startTunedZtunnel(t, ctx, ca, pod, nil)
 }
 
 // echoServer serves echo on port inside h and reports client addresses.
