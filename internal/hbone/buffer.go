@@ -156,14 +156,16 @@ func (b *dataBuffer) reset() int {
 }
 
 // deadline is a settable deadline whose expiry closes a channel, so that it
-// can sit in a select next to other events. It is net.Pipe's pipeDeadline.
+// can sit in a select next to other events. It is net.Pipe's pipeDeadline,
+// except that the channel is made when the deadline is first set: most
+// streams never have one, and a nil channel is never ready. A waiter that
+// took the nil channel must be woken otherwise when a deadline is set
+// (Stream.wakeWaiters).
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline passes
+	cancel chan struct{} // closed when the deadline passes; nil until set
 }
-
-func newDeadline() deadline { return deadline{cancel: make(chan struct{})} }
 
 // set arms the deadline; the zero time disarms it.
 func (d *deadline) set(t time.Time) {
@@ -176,21 +178,19 @@ func (d *deadline) set(t time.Time) {
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
-			d.cancel = make(chan struct{})
+			d.cancel = nil
 		}
 		return
 	}
+	if d.cancel == nil || closed {
+		d.cancel = make(chan struct{})
+	}
 	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
 		cancel := d.cancel
 		d.timer = time.AfterFunc(dur, func() { close(cancel) })
 		return
 	}
-	if !closed {
-		close(d.cancel)
-	}
+	close(d.cancel)
 }
 
 // wait returns a channel closed when the deadline has passed.

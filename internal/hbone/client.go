@@ -193,12 +193,12 @@ func requestFields(req Request) ([]hpack.HeaderField, error) {
 // open sends the CONNECT request on a reserved session and waits for the
 // answer.
 func (c *Client) open(ctx context.Context, sess *session, fields []hpack.HeaderField) (*Stream, error) {
-	st, err := sess.openStream(fields)
+	st, resp, err := sess.openStream(fields)
 	if err != nil {
 		return nil, err
 	}
 	select {
-	case <-st.resp:
+	case <-resp:
 	case <-ctx.Done():
 		st.Close()
 		return nil, ctx.Err()
@@ -222,7 +222,7 @@ func (c *Client) open(ctx context.Context, sess *session, fields []hpack.HeaderF
 
 // openStream sends HEADERS for a new stream on a session the caller has
 // reserved a slot on.
-func (s *session) openStream(fields []hpack.HeaderField) (*Stream, error) {
+func (s *session) openStream(fields []hpack.HeaderField) (*Stream, chan struct{}, error) {
 	// Stream ids must reach the wire in order: allocate under wmu.
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -235,7 +235,7 @@ func (s *session) openStream(fields []hpack.HeaderField) (*Stream, error) {
 		}
 		s.maybeFinishLocked()
 		s.mu.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
 	id := s.nextID
 	s.nextID += 2
@@ -243,11 +243,12 @@ func (s *session) openStream(fields []hpack.HeaderField) (*Stream, error) {
 		s.goingAway = true // ids exhausted: the pool opens a new connection
 	}
 	st := s.newStreamLocked(id)
+	resp := st.resp // closed (and dropped) by the read loop
 	s.mu.Unlock()
 	if err := s.writeHeadersLocked(id, false, fields); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, resp, nil
 }
 
 // tryReserve takes a stream slot on s if it has one under limit.

@@ -99,7 +99,7 @@ func (s *session) handleSettings(f *http2.SettingsFrame) error {
 				if st.sendWindow > 1<<31-1 {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
-				wake(st.writeWake)
+				st.wakeWriterLocked()
 			}
 		case http2.SettingMaxFrameSize:
 			s.peerMaxFrame = set.Val
@@ -123,7 +123,7 @@ func (s *session) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		for _, st := range s.streams {
-			wake(st.writeWake)
+			st.wakeWriterLocked()
 		}
 		return nil
 	}
@@ -136,16 +136,13 @@ func (s *session) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		s.resetLocked(st, http2.ErrCodeFlowControl, fmt.Errorf("%w: send window overflow", errProtocol))
 		return nil
 	}
-	wake(st.writeWake)
+	st.wakeWriterLocked()
 	return nil
 }
 
 func (s *session) handlePing(f *http2.PingFrame) error {
 	if f.IsAck() {
-		select {
-		case s.pingAck <- f.Data:
-		default:
-		}
+		s.pingAcked(f.Data)
 		return nil
 	}
 	s.mu.Lock()
@@ -276,6 +273,7 @@ func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) e
 		}
 		st.status = code
 		close(st.resp)
+		st.resp = nil
 	case !f.StreamEnded():
 		s.resetLocked(st, http2.ErrCodeProtocol, fmt.Errorf("%w: trailers without END_STREAM", errProtocol))
 		return nil

@@ -36,7 +36,8 @@ type Handler interface {
 	// after returning (with a Bridge, say). To refuse, return an error
 	// without calling Accept: errors wrapping ErrBadRequest, ErrDenied or
 	// ErrUnreachable are answered 400, 401 or 503, any other 503. ctx ends
-	// when the stream does, or its connection.
+	// when the stream does, or its connection, or ServeHBONE returns (a
+	// hijacked stream goes on without it).
 	ServeHBONE(ctx context.Context, req *Incoming) error
 }
 
@@ -306,6 +307,7 @@ func (s *Server) serveStream(in *Incoming, bad error, log *slog.Logger) {
 		return
 	}
 	err := s.cfg.Handler.ServeHBONE(in.st.ctx, in)
+	in.st.releaseContext()
 	if in.answered {
 		if err != nil {
 			log.Debug("hbone tunnel ended", "dst", in.Target, "err", err)

@@ -84,10 +84,15 @@ type session struct {
 	ctrl, ctrlSpare   []ctrlFrame
 	idleSince         time.Time
 	idleTimer         *time.Timer
+	// Keepalive (pingInterval > 0): pingTimer runs pingTick; pingOut says
+	// the PING carrying pingData is unanswered.
+	pingTimer *time.Timer
+	pingSeq   uint64
+	pingData  [8]byte
+	pingOut   bool
 
 	lastRead atomic.Int64 // time.Since(start) at the last frame read
 	ctrlWake chan struct{}
-	pingAck  chan [8]byte
 	done     chan struct{} // closed when the session closes
 	wg       sync.WaitGroup
 }
@@ -116,13 +121,14 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 		peerMaxFrame:      defaultPeerFrame,
 		peerMaxStreams:    ^uint32(0),
 		ctrlWake:          make(chan struct{}, 1),
-		pingAck:           make(chan [8]byte, 1),
 		done:              make(chan struct{}),
 	}
 	if raw != nil {
 		raw.startBatching()
 	}
-	s.fr = http2.NewFramer(s.bw, bufio.NewReaderSize(nc, 16<<10))
+	// No read buffer of our own: the TLS connection holds a decrypted
+	// record, which is where the framer reads from.
+	s.fr = http2.NewFramer(s.bw, nc)
 	s.fr.SetReuseFrames()
 	s.fr.SetMaxReadFrameSize(maxReadFrame)
 	s.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -144,11 +150,10 @@ func (s *session) run() error {
 	s.mu.Unlock()
 	err := s.readPreface()
 	if err == nil {
-		if s.opts.pingInterval > 0 {
-			s.wg.Add(1)
-			go s.keepalive()
-		}
 		s.mu.Lock()
+		if s.opts.pingInterval > 0 && !s.closed {
+			s.pingTimer = time.AfterFunc(s.opts.pingInterval, s.pingTick)
+		}
 		s.armIdleLocked()
 		s.mu.Unlock()
 		err = s.readLoop()
@@ -221,54 +226,45 @@ func (s *session) setReadDeadline(t time.Time) {
 	}
 }
 
-// keepalive PINGs the peer when nothing has been read for pingInterval and
-// closes the session when the answer does not come within pingTimeout.
-func (s *session) keepalive() {
-	defer s.wg.Done()
+// pingTick runs on the keepalive timer, instead of a goroutine per
+// connection: it PINGs the peer when nothing has been read for
+// pingInterval, and closes the session when the PING is still unanswered
+// after pingTimeout.
+func (s *session) pingTick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.pingOut {
+		s.closeLocked(fmt.Errorf("%w: no PING answer within %v", ErrConnClosed, s.opts.pingTimeout))
+		return
+	}
 	interval := s.opts.pingInterval
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	var seq uint64
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		}
-		if quiet := time.Since(s.start) - time.Duration(s.lastRead.Load()); quiet < interval {
-			t.Reset(interval - quiet)
-			continue
-		}
-		seq++
-		var data [8]byte
-		for i := range data {
-			data[i] = byte(seq >> (8 * i))
-		}
-		s.mu.Lock()
-		err := s.queueLocked(ctrlFrame{typ: http2.FramePing, ping: data})
-		s.mu.Unlock()
-		if err != nil {
-			s.close(fmt.Errorf("%w: %w", errProtocol, err))
-			return
-		}
-		timeout := time.NewTimer(s.opts.pingTimeout)
-	wait:
-		for {
-			select {
-			case <-s.done:
-				timeout.Stop()
-				return
-			case got := <-s.pingAck:
-				if got == data {
-					break wait
-				}
-			case <-timeout.C:
-				s.close(fmt.Errorf("%w: no PING answer within %v", ErrConnClosed, s.opts.pingTimeout))
-				return
-			}
-		}
-		timeout.Stop()
-		t.Reset(interval)
+	if quiet := time.Since(s.start) - time.Duration(s.lastRead.Load()); quiet < interval {
+		s.pingTimer.Reset(interval - quiet)
+		return
+	}
+	s.pingSeq++
+	for i := range s.pingData {
+		s.pingData[i] = byte(s.pingSeq >> (8 * i))
+	}
+	if err := s.queueLocked(ctrlFrame{typ: http2.FramePing, ping: s.pingData}); err != nil {
+		s.closeLocked(fmt.Errorf("%w: %w", errProtocol, err))
+		return
+	}
+	s.pingOut = true
+	s.pingTimer.Reset(s.opts.pingTimeout)
+}
+
+// pingAcked takes the peer's PING ACK: the answer to ours rearms the
+// keepalive.
+func (s *session) pingAcked(data [8]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pingOut && data == s.pingData && !s.closed {
+		s.pingOut = false
+		s.pingTimer.Reset(s.opts.pingInterval)
 	}
 }
 
@@ -293,6 +289,9 @@ func (s *session) closeLocked(err error) {
 	}
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
+	}
+	if s.pingTimer != nil {
+		s.pingTimer.Stop()
 	}
 	close(s.done)
 	s.cancel()

@@ -23,13 +23,17 @@ type Stream struct {
 	sess *session
 	id   uint32
 
-	readMu    sync.Mutex
-	writeMu   sync.Mutex // also held by Close and CloseWrite to order END_STREAM after data
-	rdl, wdl  deadline
-	readWake  chan struct{}
-	writeWake chan struct{}
+	readMu   sync.Mutex
+	writeMu  sync.Mutex // also held by Close and CloseWrite to order END_STREAM after data
+	rdl, wdl deadline
 
 	// Guarded by sess.mu.
+	// readWake and writeWake wake a reader (holding readMu) or a writer
+	// (holding writeMu) waiting for data or credit. They are made when one
+	// first waits, and an idle drainer drops readWake: an idle tunnel
+	// keeps no channel.
+	readWake    chan struct{}
+	writeWake   chan struct{}
 	buf         dataBuffer
 	peeking     bool     // WriteTo or a drainer is writing out of buf's chunks
 	iov         [][]byte // their vector, kept to spare an allocation
@@ -44,10 +48,12 @@ type Stream struct {
 	closed      bool // Close was called
 	removed     bool // no longer in sess.streams
 
-	// Client side: the response status, 0 until resp is closed.
+	// Client side: the response status, 0 until resp is closed; resp is
+	// nil once closed.
 	status int
 	resp   chan struct{}
-	// Server side: canceled when the stream is over.
+	// Server side: the handler's context, canceled when the stream is over
+	// or the handler has returned, and then dropped.
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -58,10 +64,6 @@ func (s *session) newStreamLocked(id uint32) *Stream {
 	st := &Stream{
 		sess:       s,
 		id:         id,
-		rdl:        newDeadline(),
-		wdl:        newDeadline(),
-		readWake:   make(chan struct{}, 1),
-		writeWake:  make(chan struct{}, 1),
 		recvWindow: streamWindow,
 		sendWindow: s.peerInitialWindow,
 	}
@@ -192,8 +194,33 @@ func (st *Stream) drainTo(w io.Writer, linger time.Duration, done func(int64, er
 // reason there is nothing more): a blocked Read or WriteTo, or drainTo,
 // which starts a drainer for it.
 func (st *Stream) wakeReaderLocked() {
-	wake(st.readWake)
+	if st.readWake != nil {
+		wake(st.readWake)
+	}
 	st.kickLocked()
+}
+
+// wakeWriterLocked tells a writer waiting for credit to look again.
+func (st *Stream) wakeWriterLocked() {
+	if st.writeWake != nil {
+		wake(st.writeWake)
+	}
+}
+
+// readWaitLocked returns the channel a reader waits on.
+func (st *Stream) readWaitLocked() chan struct{} {
+	if st.readWake == nil {
+		st.readWake = make(chan struct{}, 1)
+	}
+	return st.readWake
+}
+
+// writeWaitLocked returns the channel a writer waits on.
+func (st *Stream) writeWaitLocked() chan struct{} {
+	if st.writeWake == nil {
+		st.writeWake = make(chan struct{}, 1)
+	}
+	return st.writeWake
 }
 
 func (st *Stream) kickLocked() {
@@ -236,9 +263,10 @@ func (st *Stream) drain(k *sink) {
 			}
 			break
 		}
+		woken := st.readWaitLocked()
 		s.mu.Unlock()
 		select {
-		case <-st.readWake:
+		case <-woken:
 		case <-st.rdl.wait():
 		case <-idle.C:
 			idle.Reset(k.linger)
@@ -249,6 +277,7 @@ func (st *Stream) drain(k *sink) {
 			s.mu.Lock()
 			if st.buf.len() == 0 && st.readErrLocked() == nil {
 				k.running = false // the next wakeReaderLocked starts another
+				st.readWake = nil // no reader waits (this one holds readMu)
 				s.mu.Unlock()
 				st.readMu.Unlock()
 				return
@@ -278,12 +307,16 @@ func (st *Stream) lockReadable() error {
 			return nil
 		}
 		err := st.readErrLocked()
+		var woken chan struct{}
+		if err == nil {
+			woken = st.readWaitLocked()
+		}
 		s.mu.Unlock()
 		if err != nil {
 			return err
 		}
 		select {
-		case <-st.readWake:
+		case <-woken:
 		case <-st.rdl.wait():
 		}
 	}
@@ -368,6 +401,7 @@ func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 			s.mu.Unlock()
 			return int(k), nil
 		}
+		woken := st.writeWaitLocked()
 		s.mu.Unlock()
 		if unflushed {
 			if err := s.flush(); err != nil {
@@ -376,7 +410,7 @@ func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 			unflushed = false
 		}
 		select {
-		case <-st.writeWake:
+		case <-woken:
 		case <-st.wdl.wait():
 		}
 	}
@@ -421,7 +455,7 @@ func (st *Stream) Close() error {
 	}
 	st.closed = true
 	st.wakeReaderLocked()
-	wake(st.writeWake)
+	st.wakeWriterLocked()
 	s.mu.Unlock()
 
 	st.writeMu.Lock() // an in-flight Write finishes its frame first
@@ -451,6 +485,20 @@ func (st *Stream) Close() error {
 	return nil
 }
 
+// releaseContext ends the handler's context once ServeHBONE has returned,
+// so that a hijacked stream does not keep it (with the children its
+// context had, and its channel) for as long as the tunnel lasts.
+func (st *Stream) releaseContext() {
+	s := st.sess
+	s.mu.Lock()
+	cancel := st.cancel
+	st.ctx, st.cancel = nil, nil
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
 // Peer returns the verified SPIFFE identity of the other end.
 func (st *Stream) Peer() spiffeid.ID { return st.sess.peer }
 
@@ -464,13 +512,32 @@ func (st *Stream) RemoteAddr() net.Addr { return st.sess.nc.RemoteAddr() }
 func (st *Stream) SetDeadline(t time.Time) error {
 	st.rdl.set(t)
 	st.wdl.set(t)
+	st.wakeWaiters(t, true, true)
 	return nil
+}
+
+// wakeWaiters wakes a reader and a writer already waiting when a deadline
+// is set: they may wait without one (a deadline's channel is made when it
+// is first set), and look again.
+func (st *Stream) wakeWaiters(t time.Time, read, write bool) {
+	if t.IsZero() {
+		return
+	}
+	st.sess.mu.Lock()
+	defer st.sess.mu.Unlock()
+	if read && st.readWake != nil {
+		wake(st.readWake)
+	}
+	if write {
+		st.wakeWriterLocked()
+	}
 }
 
 // SetReadDeadline sets the deadline for Read and WriteTo; the zero time
 // removes it.
 func (st *Stream) SetReadDeadline(t time.Time) error {
 	st.rdl.set(t)
+	st.wakeWaiters(t, true, false)
 	return nil
 }
 
@@ -478,6 +545,7 @@ func (st *Stream) SetReadDeadline(t time.Time) error {
 // Write, ReadFrom and CloseWrite; the zero time removes it.
 func (st *Stream) SetWriteDeadline(t time.Time) error {
 	st.wdl.set(t)
+	st.wakeWaiters(t, false, true)
 	return nil
 }
 
@@ -491,7 +559,7 @@ func (s *session) abortLocked(st *Stream, err error) {
 		st.sendErr = err
 	}
 	st.wakeReaderLocked()
-	wake(st.writeWake)
+	st.wakeWriterLocked()
 	s.removeLocked(st)
 }
 
@@ -536,8 +604,9 @@ func (s *session) removeLocked(st *Stream) {
 	}
 	st.removed = true
 	delete(s.streams, st.id)
-	if st.resp != nil && st.status == 0 {
+	if st.resp != nil {
 		close(st.resp) // Dial was waiting: it reads recvErr
+		st.resp = nil
 	}
 	if st.cancel != nil {
 		st.cancel()

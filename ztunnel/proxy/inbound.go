@@ -23,8 +23,9 @@ func isOwnPort(port uint16) bool {
 
 // serveHBONE handles one CONNECT request on the pod's 15008.
 func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
-	info := &ConnInfo{ID: pd.p.nextID.Add(1), Direction: Inbound, Start: time.Now(),
-		SrcIdentity: in.Peer, DstIdentity: pd.id, MTLS: true, Dst: in.Target, Src: in.Source, Via: "hbone"}
+	t := &tracked{inbound: true, info: ConnInfo{ID: pd.p.nextID.Add(1), Direction: Inbound, Start: time.Now(),
+		SrcIdentity: in.Peer, DstIdentity: pd.id, MTLS: true, Dst: in.Target, Src: in.Source, Via: "hbone"}}
+	info := &t.info
 	if !info.Src.IsValid() {
 		info.Src = addrOf(in.RemoteAddr()).Addr()
 	}
@@ -59,13 +60,15 @@ func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
 		app.Close()
 		return err
 	}
-	pd.relay(&tracked{info: info, inbound: true, check: check}, st, app)
+	t.check = check
+	pd.relay(t, st, app)
 	return nil
 }
 
 // servePlaintext handles one plaintext connection redirected to 15006.
 func (pd *pod) servePlaintext(c net.Conn) {
-	info := &ConnInfo{ID: pd.p.nextID.Add(1), Direction: Inbound, Start: time.Now(), DstIdentity: pd.id, Via: "plaintext"}
+	t := &tracked{inbound: true, info: ConnInfo{ID: pd.p.nextID.Add(1), Direction: Inbound, Start: time.Now(), DstIdentity: pd.id, Via: "plaintext"}}
+	info := &t.info
 	info.Src = addrOf(c.RemoteAddr()).Addr()
 	dst, err := pd.Sockets.OriginalDst(c)
 	if err != nil {
@@ -94,7 +97,8 @@ func (pd *pod) servePlaintext(c net.Conn) {
 		pd.refuse(c, info, err)
 		return
 	}
-	pd.relay(&tracked{info: info, inbound: true, check: check}, c, app)
+	t.check = check
+	pd.relay(t, c, app)
 }
 
 // dialApp connects to the pod's application from inside its namespace,

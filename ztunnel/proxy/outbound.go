@@ -34,7 +34,8 @@ type route struct {
 
 // serveOutbound proxies one connection a local pod opened.
 func (pd *pod) serveOutbound(c net.Conn) {
-	info := &ConnInfo{ID: pd.p.nextID.Add(1), Direction: Outbound, Start: time.Now(), SrcIdentity: pd.id}
+	t := &tracked{info: ConnInfo{ID: pd.p.nextID.Add(1), Direction: Outbound, Start: time.Now(), SrcIdentity: pd.id}}
+	info := &t.info
 	info.Src = addrOf(c.RemoteAddr()).Addr()
 	dst, err := pd.Sockets.OriginalDst(c)
 	if err != nil {
@@ -73,7 +74,7 @@ func (pd *pod) serveOutbound(c net.Conn) {
 		pd.refuse(c, info, fmt.Errorf("connect %s via %s: %w", rt.target, rt.via, err))
 		return
 	}
-	pd.relay(&tracked{info: info}, c, up)
+	pd.relay(t, c, up)
 }
 
 // refuse closes a connection that cannot be served, and reports why. It

@@ -159,7 +159,7 @@ func (p *Proxy) closePodConns(pd *pod) {
 	p.mu.Unlock()
 	for _, t := range ts {
 		if t.closed.CompareAndSwap(false, true) {
-			t.close()
+			t.br.Close()
 		}
 	}
 }
@@ -191,13 +191,13 @@ func (pd *pod) awaitReady(ctx context.Context) (*state.Workload, error) {
 // waits for it (an idle connection holds none): conns counts it instead.
 func (pd *pod) relay(t *tracked, a, b net.Conn) {
 	br := hbone.NewBridge(a, b)
-	t.pod, t.close = pd, br.Close
+	t.pod, t.br = pd, br
 	pd.conns.Add(1)
 	pd.p.track(t)
-	pd.p.cfg.Observer.Opened(t.info)
+	pd.p.cfg.Observer.Opened(&t.info)
 	br.Start(func(sent, recv int64, err error) {
 		t.closed.Store(true)
-		pd.p.cfg.Observer.Closed(t.info, sent, recv, err)
+		pd.p.cfg.Observer.Closed(&t.info, sent, recv, err)
 		pd.p.untrack(t)
 		pd.conns.Done()
 	})

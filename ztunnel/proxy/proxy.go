@@ -100,12 +100,12 @@ type Proxy struct {
 // tracked is an open connection: inbound ones are re-checked when policy
 // changes.
 type tracked struct {
-	info    *ConnInfo
+	info    ConnInfo // in the same allocation: thousands may be open
 	pod     *pod
 	inbound bool
 	check   authz.Conn
 	closed  atomic.Bool
-	close   func()
+	br      *hbone.Bridge
 }
 
 // New checks cfg and returns a Proxy. It starts nothing.
@@ -309,7 +309,7 @@ func (p *Proxy) recheck() {
 		if !d.Allowed && t.closed.CompareAndSwap(false, true) {
 			p.log.Info("closing connection denied by a policy change", "conn", t.info.ID, "pod", t.pod.Name, "namespace", t.pod.Namespace,
 				"src", t.info.Src, "dst", t.info.Dst, "identity", t.info.SrcIdentity, "policy", d.Policy, "reason", d.Reason)
-			t.close()
+			t.br.Close()
 		}
 	}
 }
