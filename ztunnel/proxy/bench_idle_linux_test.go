@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,51 @@ type ztunnelProcSpec struct {
 	Cert, Key, Root                      string
 }
 
-// procStats is a ztunnel child's answer to "stats" or "gc".
+// holdEnv makes the test binary, started again as a child, be the floor of
+// the idle measurement: a Go process that accepts connections on the port
+// in the variable, answers one byte on each and keeps them, and nothing
+// else. It answers commands as a ztunnel child does, counting no
+// connections.
+const holdEnv = "AMBIT_PROXY_BENCH_HOLD"
+
+func serveHold(port string) {
+	raiseNoFileToHard()
+	ln, err := net.Listen("tcp", ":"+port)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "floor: accept:", err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			go func() {
+				var buf [1]byte
+				if _, err := io.ReadFull(c, buf[:]); err == nil {
+					_, _ = c.Write(buf[:])
+				}
+				mu.Lock()
+				conns = append(conns, c) // kept: the floor never reads again
+				mu.Unlock()
+			}()
+		}
+	}()
+	fmt.Println("ready")
+	if err := answerCommands(func() int { return 0 }); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+}
+
+// procStats is a child's answer to a command.
 type procStats struct {
 	RSS        int64 // VmRSS
 	RSSAnon    int64 // RssAnon: heap, stacks, runtime
@@ -67,8 +112,8 @@ type procStats struct {
 	Goroutines int
 	Threads    int64
 	RuntimeSys int64 // runtime.MemStats.Sys minus the heap's: stacks, spans, GC metadata, profiling
-	Conns      int // connections the proxy tracks
-	Parked     int // idle sockets in hbone's parker
+	Conns      int   // connections the proxy tracks
+	Parked     int   // idle sockets in hbone's parker
 }
 
 // BenchmarkPrivilegedZtunnelIdleMemory measures issue 4's memory figure:
@@ -84,6 +129,13 @@ type procStats struct {
 // with the 10,000 idle connections as the runtime left it, and again
 // after a forced collection that returns free memory to the kernel, and
 // after all are closed.
+//
+// The floor, measured first in the same run, is a Go process that only
+// accepts 10,000 connections (pod a's, across the same link), answers the
+// one byte on each and keeps the sockets: what a Go program pays per idle
+// TCP socket (runtime poller, net.TCPConn, addresses) with no state of its
+// own. Each ztunnel holds one such socket per tunnel, plus its share of
+// the pooled HBONE connections.
 func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
 	privtest.Require(b)
 	if NewBenchTelemetry == nil {
@@ -95,83 +147,122 @@ func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
 	tp := newTopology(b)
 	ca := hbonetest.NewCA(b, "cluster.local")
 	dir := b.TempDir()
+	hpa := tp.handle(b, "pa")
+	b.Cleanup(func() { hpa.Close() })
+	client := newNsDialer(b, hpa)
+
+	floor := startChild(b, "floor", exec.Command("nsenter", "--net=/run/netns/"+tp.ns("nb"), "--", os.Args[0]), holdEnv+"=9002")
+	floorPath := benchPath{name: "floor", echo: "192.168.77.2:9002", opts: netns.SocketOptions{Mark: DefaultMark}}
+	floorStats := measureIdle(b, []*childProcess{floor}, client, floorPath, false)
+
 	za := startZtunnelProcess(b, "a", dir, ca, ztunnelProcSpec{Netns: "/run/netns/" + tp.ns("pa"),
 		UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a"})
 	zb := startZtunnelProcess(b, "b", dir, ca, ztunnelProcSpec{Netns: "/run/netns/" + tp.ns("pb"),
 		UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b"})
 	startEcho(b, tp.ns("pb"), 8080)
-	hpa := tp.handle(b, "pa")
-	b.Cleanup(func() { hpa.Close() })
-	client := newNsDialer(b, hpa)
 	tunnel := benchPath{name: "ztunnel x2", echo: "10.77.2.2:8080"}
 	if err := waitEcho(client, tunnel); err != nil {
 		b.Fatalf("no echo through the ztunnel processes: %v\n%s\n%s", err, za.stderr(), zb.stderr())
 	}
-	zs := []*ztunnelProcess{za, zb}
+	zs := []*childProcess{za, zb}
+	stats := measureIdle(b, zs, client, tunnel, true)
+	for i, z := range zs {
+		if stats[i].loaded.Conns != idleTunnels {
+			b.Errorf("%s tracks %d connections, want %d", z.name, stats[i].loaded.Conns, idleTunnels)
+		}
+		if stats[i].closed.Conns != 0 {
+			b.Errorf("%s still tracks %d connections after they all closed", z.name, stats[i].closed.Conns)
+		}
+		metric := strings.ReplaceAll(z.name, " ", "-")
+		b.ReportMetric(float64(stats[i].loaded.RSS)/(1<<20), metric+"-RSS-MiB")
+		b.ReportMetric(stats[i].perConn(), metric+"-KiB/conn")
+	}
+	b.ReportMetric(floorStats[0].perConn(), "floor-KiB/conn")
+	b.ReportMetric(0, "ns/op")
+	fmt.Print("\nztunnel idle memory, 10,000 connections pod a -> pod b (docs/performance.md)\n" +
+		idleTable(append(zs, floor), append(stats, floorStats...)))
+}
+
+// idleStats are a child's figures before, with and after the idle
+// connections.
+type idleStats struct {
+	base, loaded, collected, closed procStats
+}
+
+// perConn is the RSS each idle connection added, KiB.
+func (s idleStats) perConn() float64 {
+	return float64(s.loaded.RSS-s.base.RSS) / idleTunnels / 1024
+}
+
+// measureIdle opens idleTunnels connections on path and reads the
+// children's figures: configured (after a collection), with them idle as
+// the runtime left it and after a collection, and, if closing is set,
+// once they are closed (the floor does not notice).
+func measureIdle(b *testing.B, cs []*childProcess, client *nsDialer, path benchPath, closing bool) []idleStats {
 	snap := func(cmd string) []procStats {
 		var s []procStats
-		for _, z := range zs {
-			s = append(s, z.ask(b, cmd))
+		for _, c := range cs {
+			s = append(s, c.ask(b, cmd))
 		}
 		return s
 	}
-	// The warm-up connection is closed; the pooled HBONE connection
+	heap := func(suffix string) {
+		if d := os.Getenv(idleHeapProfileEnv); d != "" {
+			for _, c := range cs {
+				c.ask(b, "heap "+filepath.Join(d, strings.ReplaceAll(c.name, " ", "-")+suffix+".heap"))
+			}
+		}
+	}
+	// A warm-up connection has been closed; a pooled HBONE connection
 	// stays (it idles out after 90 s).
 	time.Sleep(2500 * time.Millisecond)
 	base := snap("gc")
-
-	conns, err := openIdle(client, tunnel.echo, idleTunnels)
+	conns, err := openIdle(client, path.echo, path.opts, idleTunnels)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
 	if err != nil {
-		b.Fatalf("after %d of %d connections: %v", len(conns), idleTunnels, err)
+		b.Fatalf("%s: after %d of %d connections: %v", path.name, len(conns), idleTunnels, err)
 	}
 	// Relays park their sockets after hbone.IdleLinger (1 s; 2 s at most).
 	time.Sleep(2500 * time.Millisecond)
 	loaded := snap("stats")
 	collected := snap("gc")
-	if d := os.Getenv(idleHeapProfileEnv); d != "" {
-		for _, z := range zs {
-			z.ask(b, "heap "+filepath.Join(d, z.name+".heap"))
-		}
-	}
-	for i, z := range zs {
-		if loaded[i].Conns != idleTunnels {
-			b.Errorf("ztunnel %s tracks %d connections, want %d", z.name, loaded[i].Conns, idleTunnels)
-		}
-	}
+	heap("")
 	for _, c := range conns {
 		c.Close()
 	}
 	conns = nil
+	out := make([]idleStats, len(cs))
+	for i := range cs {
+		out[i] = idleStats{base: base[i], loaded: loaded[i], collected: collected[i]}
+	}
+	if !closing {
+		return out
+	}
+	// Closing is asynchronous (FINs through both hops, the relays' ends):
+	// wait for the children to let go, then for what they had to go.
 	var closed []procStats
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		closed = snap("gc")
-		if closed[0].Conns == 0 && closed[1].Conns == 0 || time.Now().After(deadline) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		closed = snap("stats")
+		if !slices.ContainsFunc(closed, func(s procStats) bool { return s.Conns > 0 }) {
 			break
 		}
 	}
-
-	if d := os.Getenv(idleHeapProfileEnv); d != "" {
-		for _, z := range zs {
-			z.ask(b, "heap "+filepath.Join(d, z.name+"-closed.heap"))
-		}
+	time.Sleep(2500 * time.Millisecond)
+	closed = snap("gc")
+	heap("-closed")
+	for i := range cs {
+		out[i].closed = closed[i]
 	}
-	for i, z := range zs {
-		b.ReportMetric(float64(loaded[i].RSS)/(1<<20), "ztunnel-"+z.name+"-RSS-MiB")
-		b.ReportMetric(float64(loaded[i].RSS-base[i].RSS)/idleTunnels/1024, "ztunnel-"+z.name+"-KiB/conn")
-	}
-	b.ReportMetric(0, "ns/op")
-	fmt.Print("\nztunnel idle memory, 10,000 connections pod a -> pod b (docs/performance.md)\n" +
-		idleTable(zs, base, loaded, collected, closed))
+	return out
 }
 
 // openIdle opens n connections to addr from the client, each carrying one
 // byte each way, concurrently.
-func openIdle(client *nsDialer, addr string, n int) ([]net.Conn, error) {
+func openIdle(client *nsDialer, addr string, opts netns.SocketOptions, n int) ([]net.Conn, error) {
 	var (
 		mu       sync.Mutex
 		conns    []net.Conn
@@ -183,7 +274,7 @@ func openIdle(client *nsDialer, addr string, n int) ([]net.Conn, error) {
 		wg.Go(func() {
 			buf := make([]byte, 1)
 			for range next {
-				c, err := client.dial(addr, netns.SocketOptions{})
+				c, err := client.dial(addr, opts)
 				if err == nil {
 					if err = c.SetDeadline(time.Now().Add(10 * time.Second)); err == nil {
 						if err = roundTrip(c, buf); err == nil {
@@ -216,49 +307,60 @@ func openIdle(client *nsDialer, addr string, n int) ([]net.Conn, error) {
 	return conns, firstErr
 }
 
-func idleTable(zs []*ztunnelProcess, base, loaded, collected, closed []procStats) string {
+func idleTable(cs []*childProcess, st []idleStats) string {
 	var sb strings.Builder
 	w := tabwriter.NewWriter(&sb, 0, 0, 1, ' ', tabwriter.Debug)
 	mib := func(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
-	row := func(name string, f func(i int) string) {
+	row := func(name string, f func(s idleStats) string) {
 		fmt.Fprintf(w, "%s\t", name)
-		for i := range zs {
-			fmt.Fprintf(w, " %s\t", f(i))
+		for i := range cs {
+			fmt.Fprintf(w, " %s\t", f(st[i]))
 		}
 		fmt.Fprintln(w)
 	}
-	row("", func(i int) string { return "ztunnel " + zs[i].name })
-	row("RSS, configured, one pooled HBONE connection", func(i int) string { return mib(base[i].RSS) })
-	row("RSS with 10,000 idle connections", func(i int) string { return mib(loaded[i].RSS) })
-	row("same, after runtime.GC + FreeOSMemory", func(i int) string { return mib(collected[i].RSS) })
-	row("  of which anonymous / the binary's pages", func(i int) string {
-		return mib(loaded[i].RSSAnon) + " / " + mib(loaded[i].RSSFile)
+	fmt.Fprintf(w, "\t")
+	for _, c := range cs {
+		fmt.Fprintf(w, " %s\t", c.name)
+	}
+	fmt.Fprintln(w)
+	row("RSS, configured", func(s idleStats) string { return mib(s.base.RSS) })
+	row("RSS with 10,000 idle connections", func(s idleStats) string { return mib(s.loaded.RSS) })
+	row("  anonymous / the binary's pages", func(s idleStats) string {
+		return mib(s.loaded.RSSAnon) + " / " + mib(s.loaded.RSSFile)
 	})
-	row("RSS added per idle connection", func(i int) string {
-		return fmt.Sprintf("%.2f KiB", float64(loaded[i].RSS-base[i].RSS)/idleTunnels/1024)
+	row("RSS added per idle connection", func(s idleStats) string { return fmt.Sprintf("%.2f KiB", s.perConn()) })
+	row("same, after runtime.GC + FreeOSMemory", func(s idleStats) string {
+		return fmt.Sprintf("%s (%.2f KiB)", mib(s.collected.RSS), float64(s.collected.RSS-s.base.RSS)/idleTunnels/1024)
 	})
-	row("Go heap in use / stacks, after GC", func(i int) string {
-		return mib(collected[i].HeapInuse) + " / " + mib(collected[i].StackInuse)
+	row("  Go heap in use / stacks", func(s idleStats) string {
+		return mib(s.collected.HeapInuse) + " / " + mib(s.collected.StackInuse)
 	})
-	row("goroutines per idle connection", func(i int) string {
-		return fmt.Sprintf("%.3f", float64(loaded[i].Goroutines-base[i].Goroutines)/idleTunnels)
+	row("  runtime's own (spans, GC, poller) / threads", func(s idleStats) string {
+		return mib(s.collected.RuntimeSys-s.collected.StackInuse) + fmt.Sprintf(" / %d", s.collected.Threads)
 	})
-	row("sockets parked", func(i int) string { return fmt.Sprint(loaded[i].Parked) })
-	row("runtime's own memory (stacks, spans, GC) / threads", func(i int) string {
-		return mib(collected[i].RuntimeSys) + fmt.Sprintf(" / %d", collected[i].Threads)
+	row("goroutines per idle connection", func(s idleStats) string {
+		return fmt.Sprintf("%.3f", float64(s.loaded.Goroutines-s.base.Goroutines)/idleTunnels)
 	})
-	row("RSS after all closed, after GC", func(i int) string { return mib(closed[i].RSS) })
-	row("  Go heap in use / stacks", func(i int) string {
-		return mib(closed[i].HeapInuse) + " / " + mib(closed[i].StackInuse)
+	row("RSS after all closed, after GC", func(s idleStats) string {
+		if s.closed.RSS == 0 {
+			return "-"
+		}
+		return mib(s.closed.RSS)
 	})
-	row("connections left after close", func(i int) string { return fmt.Sprint(closed[i].Conns) })
+	row("  Go heap in use / stacks", func(s idleStats) string {
+		if s.closed.RSS == 0 {
+			return "-"
+		}
+		return mib(s.closed.HeapInuse) + " / " + mib(s.closed.StackInuse)
+	})
 	w.Flush()
 	return sb.String()
 }
 
-// ztunnelProcess is a ztunnel child: it takes one command per line on stdin
-// ("stats", "gc", "heap PATH") and answers one line on stdout.
-type ztunnelProcess struct {
+// childProcess is the test binary started again as a ztunnel or as the
+// floor: it takes one command per line on stdin (answerCommands) and
+// answers one line on stdout.
+type childProcess struct {
 	name string
 	cmd  *exec.Cmd
 	in   io.WriteCloser
@@ -268,7 +370,7 @@ type ztunnelProcess struct {
 
 // startZtunnelProcess issues spec's SVID from ca into dir and starts the
 // ztunnel child serving it; it is stopped at cleanup.
-func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec ztunnelProcSpec) *ztunnelProcess {
+func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec ztunnelProcSpec) *childProcess {
 	id := spiffeid.RequireFromPath(td, "/ns/"+spec.Namespace+"/sa/"+spec.ServiceAccount)
 	certPEM, keyPEM, err := ca.SVID(b, id.String()).Marshal()
 	if err != nil {
@@ -285,10 +387,16 @@ func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec 
 	if err != nil {
 		b.Fatal(err)
 	}
-	z := &ztunnelProcess{name: name, errs: &lockedBuffer{}}
-	z.cmd = exec.Command(os.Args[0])
-	z.cmd.Env = append(os.Environ(), ztunnelProcEnv+"="+string(js))
+	return startChild(b, "ztunnel "+name, exec.Command(os.Args[0]), ztunnelProcEnv+"="+string(js))
+}
+
+// startChild starts cmd (the test binary, perhaps under nsenter) with env
+// added, as a child answering commands; it is stopped at cleanup.
+func startChild(b *testing.B, name string, cmd *exec.Cmd, env string) *childProcess {
+	z := &childProcess{name: name, errs: &lockedBuffer{}, cmd: cmd}
+	z.cmd.Env = append(os.Environ(), env)
 	z.cmd.Stderr = z.errs
+	var err error
 	if z.in, err = z.cmd.StdinPipe(); err != nil {
 		b.Fatal(err)
 	}
@@ -298,7 +406,7 @@ func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec 
 	}
 	z.out = bufio.NewReader(out)
 	if err := z.cmd.Start(); err != nil {
-		b.Fatalf("ztunnel %s: %v", name, err)
+		b.Fatalf("%s: %v", name, err)
 	}
 	b.Cleanup(func() {
 		z.in.Close() // the child stops on end of input
@@ -312,28 +420,28 @@ func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec 
 		}
 	})
 	if line, err := z.out.ReadString('\n'); err != nil || line != "ready\n" {
-		b.Fatalf("ztunnel %s did not start: %q, %v\n%s", name, line, err, z.stderr())
+		b.Fatalf("%s did not start: %q, %v\n%s", name, line, err, z.stderr())
 	}
 	return z
 }
 
-func (z *ztunnelProcess) ask(b *testing.B, cmd string) procStats {
+func (z *childProcess) ask(b *testing.B, cmd string) procStats {
 	b.Helper()
 	if _, err := fmt.Fprintln(z.in, cmd); err != nil {
-		b.Fatalf("ztunnel %s: %s: %v\n%s", z.name, cmd, err, z.stderr())
+		b.Fatalf("%s: %s: %v\n%s", z.name, cmd, err, z.stderr())
 	}
 	line, err := z.out.ReadString('\n')
 	if err != nil {
-		b.Fatalf("ztunnel %s: %s: %v\n%s", z.name, cmd, err, z.stderr())
+		b.Fatalf("%s: %s: %v\n%s", z.name, cmd, err, z.stderr())
 	}
 	var s procStats
 	if err := json.Unmarshal([]byte(line), &s); err != nil {
-		b.Fatalf("ztunnel %s: %s: %q: %v", z.name, cmd, line, err)
+		b.Fatalf("%s: %s: %q: %v", z.name, cmd, line, err)
 	}
 	return s
 }
 
-func (z *ztunnelProcess) stderr() string { return z.errs.String() }
+func (z *childProcess) stderr() string { return z.errs.String() }
 
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -428,6 +536,13 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 	z.tables.UpsertWorkload(wb)
 	z.tables.UpsertService(svc)
 	fmt.Println("ready")
+	return answerCommands(z.proxy.Connections)
+}
+
+// answerCommands is a child's command loop: "stats", "gc" (collect and
+// return free memory first) and "heap PATH" (write a heap profile first)
+// each get one JSON procStats line; it returns when stdin ends.
+func answerCommands(conns func() int) error {
 	in := bufio.NewScanner(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
 	for in.Scan() {
@@ -437,6 +552,9 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 			runtime.GC()
 			debug.FreeOSMemory()
 		case "heap":
+			// The profile is as of the last complete cycle; two make sure
+			// it shows what is live now (sync.Pools emptied included).
+			runtime.GC()
 			runtime.GC()
 			f, err := os.Create(arg)
 			if err != nil {
@@ -458,7 +576,7 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 		st := procStatus(os.Getpid())
 		if err := out.Encode(procStats{RSS: st["VmRSS"], RSSAnon: st["RssAnon"], RSSFile: st["RssFile"], HeapInuse: int64(ms.HeapInuse),
 			StackInuse: int64(ms.StackInuse), RuntimeSys: int64(ms.Sys - ms.HeapSys), Threads: st["Threads"], Goroutines: runtime.NumGoroutine(),
-			Conns: z.proxy.Connections(), Parked: hbone.ParkedSockets()}); err != nil {
+			Conns: conns(), Parked: hbone.ParkedSockets()}); err != nil {
 			return err
 		}
 	}

@@ -118,6 +118,10 @@ func TestMain(m *testing.M) {
 		serveEcho(port)
 		return
 	}
+	if port := os.Getenv(holdEnv); port != "" {
+		serveHold(port)
+		return
+	}
 	if spec := os.Getenv(ztunnelProcEnv); spec != "" {
 		serveZtunnelProcess(spec)
 		return
