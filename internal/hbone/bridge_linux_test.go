@@ -169,6 +169,11 @@ func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
 	}
 }
 
+// runFunc adapts a function to a parkEntry's resume.
+type runFunc func()
+
+func (f runFunc) run() { f() }
+
 // parkEntryFor is a parker entry for c calling resume.
 func parkEntryFor(t *testing.T, c *net.TCPConn, resume func()) *parkEntry {
 	t.Helper()
@@ -176,7 +181,7 @@ func parkEntryFor(t *testing.T, c *net.TCPConn, resume func()) *parkEntry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &parkEntry{rc: rc, resume: resume}
+	return &parkEntry{rc: rc, resume: runFunc(resume)}
 }
 
 func TestParkRefusesClosedSocket(t *testing.T) {

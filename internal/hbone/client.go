@@ -204,7 +204,7 @@ func (c *Client) open(ctx context.Context, sess *session, fields []hpack.HeaderF
 		return nil, ctx.Err()
 	}
 	sess.mu.Lock()
-	status, err := st.status, st.recvErr
+	status, err := int(st.status), st.recvErr
 	sess.mu.Unlock()
 	switch {
 	case status == http.StatusOK:

@@ -46,7 +46,7 @@ func newSockHalf(br *Bridge, i int, dst io.Writer, src io.Reader) *sockHalf {
 		return nil
 	}
 	h := &sockHalf{br: br, i: i, dst: dst, src: sc}
-	h.park = parkEntry{rc: rc, resume: h.run}
+	h.park = parkEntry{rc: rc, resume: h} // an interface: no closure to allocate
 	return h
 }
 
@@ -116,11 +116,11 @@ type parker struct {
 type parkEntry struct {
 	id         uint64 // epoll data; set at the first park
 	rc         syscall.RawConn
-	resume     func()
+	resume     interface{ run() }
 	registered atomic.Bool // in the epoll interest list, armed or not
 }
 
-// park hands e's socket to the parker, which calls e.resume in a new
+// park hands e's socket to the parker, which calls e.resume.run in a new
 // goroutine when the socket becomes readable (data, FIN, error) or is
 // found closed, or when take takes it back. park returns false when it
 // could not park the socket (closed, or the parker is broken): the caller
@@ -236,7 +236,7 @@ func (p *parker) loop() {
 		}
 		p.mu.Unlock()
 		for _, e := range ready {
-			go e.resume()
+			go e.resume.run()
 		}
 		clear(ready)
 		ready = ready[:0]
@@ -265,7 +265,7 @@ func (p *parker) resumeClosed() {
 	ready := p.closedLocked(nil)
 	p.mu.Unlock()
 	for _, e := range ready {
-		go e.resume()
+		go e.resume.run()
 	}
 }
 
@@ -278,6 +278,6 @@ func (p *parker) broken(err error) {
 	p.parked = map[uint64]*parkEntry{}
 	p.mu.Unlock()
 	for _, e := range parked {
-		go e.resume()
+		go e.resume.run()
 	}
 }

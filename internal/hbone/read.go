@@ -271,7 +271,7 @@ func (s *session) responseHeadersLocked(st *Stream, f *http2.MetaHeadersFrame) e
 		if !ok || code < 200 {
 			return nil // reset, or informational: the final answer follows
 		}
-		st.status = code
+		st.status = int32(code)
 		close(st.resp)
 		st.resp = nil
 	case !f.StreamEnded():

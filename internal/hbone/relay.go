@@ -100,7 +100,7 @@ func (br *Bridge) Close() {
 // startHalf starts copying src to dst, direction i (0: a to b).
 func (br *Bridge) startHalf(i int, dst io.Writer, src io.Reader) {
 	if st, ok := src.(*Stream); ok {
-		st.drainTo(dst, br.linger, func(n int64, err error) { br.halfDone(i, dst, n, err) })
+		st.drainToBridge(br, i, dst)
 		return
 	}
 	if h := newSockHalf(br, i, dst, src); h != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,10 +23,15 @@ import (
 type Stream struct {
 	sess *session
 	id   uint32
+	// Client side: the response status, 0 until resp is closed; resp is
+	// nil once closed. Guarded by sess.mu.
+	status int32
 
-	readMu   sync.Mutex
-	writeMu  sync.Mutex // also held by Close and CloseWrite to order END_STREAM after data
-	rdl, wdl deadline
+	readMu  sync.Mutex
+	writeMu sync.Mutex // also held by Close and CloseWrite to order END_STREAM after data
+	// dl holds the deadlines, made when one is first set: most streams
+	// never have one.
+	dl atomic.Pointer[streamDeadlines]
 
 	// Guarded by sess.mu.
 	// readWake and writeWake wake a reader (holding readMu) or a writer
@@ -48,10 +54,7 @@ type Stream struct {
 	closed      bool // Close was called
 	removed     bool // no longer in sess.streams
 
-	// Client side: the response status, 0 until resp is closed; resp is
-	// nil once closed.
-	status int
-	resp   chan struct{}
+	resp chan struct{}
 	// Server side: the handler's context, canceled when the stream is over
 	// or the handler has returned, and then dropped.
 	ctx    context.Context
@@ -144,6 +147,10 @@ type sink struct {
 	w       io.Writer
 	raw     syscall.RawConn // w's, when w is a socket: the read loop may write to it itself
 	linger  time.Duration
+	// When the stream has ended: br.halfDone(half, ...) if br is set (no
+	// closure to allocate per tunnel), else done.
+	br      *Bridge
+	half    int
 	done    func(int64, error)
 	n       int64 // written so far; the running drainer's
 	inline  int64 // written by the session's read loop; guarded by sess.mu
@@ -175,10 +182,19 @@ func (st *Stream) writeInlineLocked(data []byte) int {
 // written and what ended the stream (nil for the peer's END_STREAM). A
 // drainer honours the read deadline only while it runs.
 func (st *Stream) drainTo(w io.Writer, linger time.Duration, done func(int64, error)) {
+	st.startSink(&sink{w: w, linger: linger, done: done})
+}
+
+// drainToBridge is drainTo for direction half of br.
+func (st *Stream) drainToBridge(br *Bridge, half int, w io.Writer) {
+	st.startSink(&sink{w: w, linger: br.linger, br: br, half: half})
+}
+
+func (st *Stream) startSink(k *sink) {
 	s := st.sess
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := &sink{w: w, linger: linger, done: done}
+	w := k.w
 	if sc, ok := w.(syscall.Conn); ok && isSocket(w) {
 		if raw, err := sc.SyscallConn(); err == nil {
 			k.raw = raw
@@ -241,7 +257,7 @@ func (st *Stream) drain(k *sink) {
 	wrote := false // in this linger period
 	var err error
 	for {
-		if isClosed(st.rdl.wait()) {
+		if isClosed(st.readDeadline()) {
 			err = os.ErrDeadlineExceeded
 			break
 		}
@@ -267,7 +283,7 @@ func (st *Stream) drain(k *sink) {
 		s.mu.Unlock()
 		select {
 		case <-woken:
-		case <-st.rdl.wait():
+		case <-st.readDeadline():
 		case <-idle.C:
 			idle.Reset(k.linger)
 			if wrote {
@@ -290,7 +306,11 @@ func (st *Stream) drain(k *sink) {
 	n := k.n + k.inline
 	s.mu.Unlock()
 	st.readMu.Unlock()
-	k.done(n, err)
+	if k.br != nil {
+		k.br.halfDone(k.half, k.w, n, err)
+	} else {
+		k.done(n, err)
+	}
 }
 
 // lockReadable waits until data is buffered and returns holding sess.mu,
@@ -299,7 +319,7 @@ func (st *Stream) drain(k *sink) {
 func (st *Stream) lockReadable() error {
 	s := st.sess
 	for {
-		if isClosed(st.rdl.wait()) {
+		if isClosed(st.readDeadline()) {
 			return os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
@@ -317,7 +337,7 @@ func (st *Stream) lockReadable() error {
 		}
 		select {
 		case <-woken:
-		case <-st.rdl.wait():
+		case <-st.readDeadline():
 		}
 	}
 }
@@ -386,7 +406,7 @@ func (st *Stream) writeErrLocked() error {
 func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 	s := st.sess
 	for {
-		if isClosed(st.wdl.wait()) {
+		if isClosed(st.writeDeadline()) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
@@ -411,7 +431,7 @@ func (st *Stream) reserveSend(max int, unflushed bool) (int, error) {
 		}
 		select {
 		case <-woken:
-		case <-st.wdl.wait():
+		case <-st.writeDeadline():
 		}
 	}
 }
@@ -510,9 +530,39 @@ func (st *Stream) RemoteAddr() net.Addr { return st.sess.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
 func (st *Stream) SetDeadline(t time.Time) error {
-	st.rdl.set(t)
-	st.wdl.set(t)
+	d := st.deadlines()
+	d.r.set(t)
+	d.w.set(t)
 	st.wakeWaiters(t, true, true)
+	return nil
+}
+
+// streamDeadlines are a stream's read and write deadlines.
+type streamDeadlines struct{ r, w deadline }
+
+// deadlines returns the stream's deadlines, making them if need be.
+func (st *Stream) deadlines() *streamDeadlines {
+	if d := st.dl.Load(); d != nil {
+		return d
+	}
+	st.dl.CompareAndSwap(nil, &streamDeadlines{})
+	return st.dl.Load()
+}
+
+// readDeadline returns a channel closed once the read deadline has passed
+// (nil, never ready, when there is none).
+func (st *Stream) readDeadline() chan struct{} {
+	if d := st.dl.Load(); d != nil {
+		return d.r.wait()
+	}
+	return nil
+}
+
+// writeDeadline is readDeadline for writes.
+func (st *Stream) writeDeadline() chan struct{} {
+	if d := st.dl.Load(); d != nil {
+		return d.w.wait()
+	}
 	return nil
 }
 
@@ -536,7 +586,7 @@ func (st *Stream) wakeWaiters(t time.Time, read, write bool) {
 // SetReadDeadline sets the deadline for Read and WriteTo; the zero time
 // removes it.
 func (st *Stream) SetReadDeadline(t time.Time) error {
-	st.rdl.set(t)
+	st.deadlines().r.set(t)
 	st.wakeWaiters(t, true, false)
 	return nil
 }
@@ -544,7 +594,7 @@ func (st *Stream) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets the deadline for waiting on flow-control credit in
 // Write, ReadFrom and CloseWrite; the zero time removes it.
 func (st *Stream) SetWriteDeadline(t time.Time) error {
-	st.wdl.set(t)
+	st.deadlines().w.set(t)
 	st.wakeWaiters(t, false, true)
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ambit-mesh/ambit/internal/hbone"
-	"github.com/ambit-mesh/ambit/ztunnel/authz"
 )
 
 // ErrDenied wraps policy refusals.
@@ -43,8 +42,7 @@ func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
 	}
 	info.DstWorkload = w
 	info.SrcWorkload = pd.p.cfg.Tables.WorkloadByIP(info.Src)
-	check := authz.Conn{Peer: in.Peer, Src: info.Src, Dst: in.Target.Addr(), DstPort: in.Target.Port()}
-	if d := pd.p.authorize(w, check); !d.Allowed {
+	if d := pd.p.authorize(w, t.authzConn()); !d.Allowed {
 		err := fmt.Errorf("%w: %s (%s)", ErrDenied, d.Reason, d.Policy)
 		pd.log.Debug("connection denied", "conn", info.ID, "src", info.Src, "dst", info.Dst, "identity", in.Peer, "policy", d.Policy, "reason", d.Reason)
 		pd.p.cfg.Observer.Refused(info, err)
@@ -60,7 +58,6 @@ func (pd *pod) serveHBONE(ctx context.Context, in *hbone.Incoming) error {
 		app.Close()
 		return err
 	}
-	t.check = check
 	pd.relay(t, st, app)
 	return nil
 }
@@ -87,8 +84,7 @@ func (pd *pod) servePlaintext(c net.Conn) {
 	}
 	info.DstWorkload = w
 	info.SrcWorkload = pd.p.cfg.Tables.WorkloadByIP(info.Src)
-	check := authz.Conn{Src: info.Src, Dst: dst.Addr(), DstPort: dst.Port()}
-	if d := pd.p.authorize(w, check); !d.Allowed {
+	if d := pd.p.authorize(w, t.authzConn()); !d.Allowed {
 		pd.refuse(c, info, fmt.Errorf("%w: %s (%s)", ErrDenied, d.Reason, d.Policy))
 		return
 	}
@@ -97,7 +93,6 @@ func (pd *pod) servePlaintext(c net.Conn) {
 		pd.refuse(c, info, err)
 		return
 	}
-	t.check = check
 	pd.relay(t, c, app)
 }
 

@@ -103,9 +103,14 @@ type tracked struct {
 	info    ConnInfo // in the same allocation: thousands may be open
 	pod     *pod
 	inbound bool
-	check   authz.Conn
 	closed  atomic.Bool
 	br      *hbone.Bridge
+}
+
+// authzConn is what L4 policy decides an inbound connection on: its
+// verified peer (zero for plaintext), source and destination.
+func (t *tracked) authzConn() authz.Conn {
+	return authz.Conn{Peer: t.info.SrcIdentity, Src: t.info.Src, Dst: t.info.Dst.Addr(), DstPort: t.info.Dst.Port()}
 }
 
 // New checks cfg and returns a Proxy. It starts nothing.
@@ -304,7 +309,7 @@ func (p *Proxy) recheck() {
 		if w == nil {
 			d = authz.Decision{Reason: "workload no longer in the configuration"}
 		} else {
-			d = p.authorize(w, t.check)
+			d = p.authorize(w, t.authzConn())
 		}
 		if !d.Allowed && t.closed.CompareAndSwap(false, true) {
 			p.log.Info("closing connection denied by a policy change", "conn", t.info.ID, "pod", t.pod.Name, "namespace", t.pod.Namespace,
