@@ -47,6 +47,11 @@ const (
 	// profile at 10,000 idle connections there (a.heap, b.heap), and once
 	// they are closed (a-closed.heap, b-closed.heap).
 	idleHeapProfileEnv = "AMBIT_BENCH_HEAP_DIR"
+	// idleSettleEnv, when set to a duration (150s), makes it also read
+	// the RSS after the connections have been idle that long, as the
+	// runtime's periodic collection (every 2 minutes) and its background
+	// scavenger leave it, without a forced collection.
+	idleSettleEnv = "AMBIT_BENCH_IDLE_SETTLE"
 )
 
 // ztunnelProcSpec is what a ztunnel child serves: one pod, in the network
@@ -186,7 +191,7 @@ func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
 // idleStats are a child's figures before, with and after the idle
 // connections.
 type idleStats struct {
-	base, loaded, collected, closed procStats
+	base, loaded, settled, collected, closed procStats
 }
 
 // perConn is the RSS each idle connection added, KiB.
@@ -229,6 +234,15 @@ func measureIdle(b *testing.B, cs []*childProcess, client *nsDialer, path benchP
 	// Relays park their sockets after hbone.IdleLinger (1 s; 2 s at most).
 	time.Sleep(2500 * time.Millisecond)
 	loaded := snap("stats")
+	settled := make([]procStats, len(cs))
+	if v := os.Getenv(idleSettleEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("%s: %v", idleSettleEnv, err)
+		}
+		time.Sleep(d)
+		settled = snap("stats")
+	}
 	collected := snap("gc")
 	heap("")
 	for _, c := range conns {
@@ -237,7 +251,7 @@ func measureIdle(b *testing.B, cs []*childProcess, client *nsDialer, path benchP
 	conns = nil
 	out := make([]idleStats, len(cs))
 	for i := range cs {
-		out[i] = idleStats{base: base[i], loaded: loaded[i], collected: collected[i]}
+		out[i] = idleStats{base: base[i], loaded: loaded[i], settled: settled[i], collected: collected[i]}
 	}
 	if !closing {
 		return out
@@ -329,6 +343,11 @@ func idleTable(cs []*childProcess, st []idleStats) string {
 		return mib(s.loaded.RSSAnon) + " / " + mib(s.loaded.RSSFile)
 	})
 	row("RSS added per idle connection", func(s idleStats) string { return fmt.Sprintf("%.2f KiB", s.perConn()) })
+	if st[0].settled.RSS != 0 {
+		row("same, left idle for "+os.Getenv(idleSettleEnv), func(s idleStats) string {
+			return fmt.Sprintf("%s (%.2f KiB)", mib(s.settled.RSS), float64(s.settled.RSS-s.base.RSS)/idleTunnels/1024)
+		})
+	}
 	row("same, after runtime.GC + FreeOSMemory", func(s idleStats) string {
 		return fmt.Sprintf("%s (%.2f KiB)", mib(s.collected.RSS), float64(s.collected.RSS-s.base.RSS)/idleTunnels/1024)
 	})
