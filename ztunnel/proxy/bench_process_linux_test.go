@@ -43,7 +43,7 @@ const (
 	// memory is a process's own, as a ztunnel pod's is.
 	ztunnelProcEnv = "AMBIT_PROXY_BENCH_ZTUNNEL"
 	// idleHeapProfileEnv, when set to a directory, makes
-	// BenchmarkPrivilegedZtunnelIdleMemory write each ztunnel's heap
+	// BenchmarkPrivilegedZtunnelProcesses write each ztunnel's heap
 	// profile at 10,000 idle connections there (a.heap, b.heap), and once
 	// they are closed (a-closed.heap, b-closed.heap).
 	idleHeapProfileEnv = "AMBIT_BENCH_HEAP_DIR"
@@ -52,6 +52,10 @@ const (
 	// runtime's periodic collection (every 2 minutes) and its background
 	// scavenger leave it, without a forced collection.
 	idleSettleEnv = "AMBIT_BENCH_IDLE_SETTLE"
+	// cpuProfileEnv, when set to a directory, makes each ztunnel write a
+	// CPU profile of the new-connection phase there (ztunnel-a.cpu, ...),
+	// which then runs five times as long.
+	cpuProfileEnv = "AMBIT_BENCH_CPU_DIR"
 )
 
 // ztunnelProcSpec is what a ztunnel child serves: one pod, in the network
@@ -121,7 +125,7 @@ type procStats struct {
 	Parked     int   // idle sockets in hbone's parker
 }
 
-// BenchmarkPrivilegedZtunnelIdleMemory measures issue 4's memory figure:
+// BenchmarkPrivilegedZtunnelProcesses measures issue 4's memory figure:
 // the resident memory of a ztunnel process holding 10,000 idle tunneled
 // connections. Pod a opens 10,000 connections to the echo app in pod b,
 // each through pod a's ztunnel, HBONE across the node link and pod b's
@@ -141,7 +145,7 @@ type procStats struct {
 // TCP socket (runtime poller, net.TCPConn, addresses) with no state of its
 // own. Each ztunnel holds one such socket per tunnel, plus its share of
 // the pooled HBONE connections.
-func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
+func BenchmarkPrivilegedZtunnelProcesses(b *testing.B) {
 	privtest.Require(b)
 	if NewBenchTelemetry == nil {
 		b.Fatal("NewBenchTelemetry is not set: bench_telemetry_ext_test.go is missing from the test binary")
@@ -170,7 +174,11 @@ func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
 		b.Fatalf("no echo through the ztunnel processes: %v\n%s\n%s", err, za.stderr(), zb.stderr())
 	}
 	zs := []*childProcess{za, zb}
+	lat, cpu := newConnCPU(b, zs, client, tunnel)
 	stats := measureIdle(b, zs, client, tunnel, true)
+	for i := range zs {
+		stats[i].newConnCPU = cpu[i]
+	}
 	for i, z := range zs {
 		if stats[i].loaded.Conns != idleTunnels {
 			b.Errorf("%s tracks %d connections, want %d", z.name, stats[i].loaded.Conns, idleTunnels)
@@ -183,15 +191,58 @@ func BenchmarkPrivilegedZtunnelIdleMemory(b *testing.B) {
 		b.ReportMetric(stats[i].perConn(), metric+"-KiB/conn")
 	}
 	b.ReportMetric(floorStats[0].perConn(), "floor-KiB/conn")
+	b.ReportMetric(us(lat.p50), "new-conn-p50-us")
+	b.ReportMetric(us(lat.p99), "new-conn-p99-us")
 	b.ReportMetric(0, "ns/op")
-	fmt.Print("\nztunnel idle memory, 10,000 connections pod a -> pod b (docs/performance.md)\n" +
-		idleTable(append(zs, floor), append(stats, floorStats...)))
+	fmt.Printf("\nztunnel processes, pod a -> pod b (docs/performance.md)\n"+
+		"new connections at %d/s through both: p50 %v, p99 %v, %.0f/s completed, %d failed\n",
+		benchRate, lat.p50.Round(time.Microsecond), lat.p99.Round(time.Microsecond), lat.rate, lat.failed)
+	fmt.Print(idleTable(append(zs, floor), append(stats, floorStats...)))
 }
 
 // idleStats are a child's figures before, with and after the idle
 // connections.
 type idleStats struct {
 	base, loaded, settled, collected, closed procStats
+	newConnCPU                               float64 // the process's CPU at benchRate new connections/s, cores
+}
+
+// newConnCPU opens benchRequests new connections at benchRate through
+// path (newConnLatency) and returns their latency and each child's own
+// CPU meanwhile (cores), with CPU profiles if cpuProfileEnv asks.
+func newConnCPU(b *testing.B, cs []*childProcess, client *nsDialer, path benchPath) (latency, []float64) {
+	dir := os.Getenv(cpuProfileEnv)
+	if dir != "" {
+		for _, c := range cs {
+			c.ask(b, "cpu-start "+filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".cpu"))
+		}
+	}
+	cpu0 := make([]time.Duration, len(cs))
+	for i, c := range cs {
+		cpu0[i] = procCPU(c.cmd.Process.Pid)
+	}
+	start := time.Now()
+	lat := newConnLatency(client, path)
+	if dir != "" {
+		// More samples for the profile; the figures are the first round's.
+		for range 4 {
+			newConnLatency(client, path)
+		}
+	}
+	wall := time.Since(start)
+	cpu := make([]float64, len(cs))
+	for i, c := range cs {
+		cpu[i] = (procCPU(c.cmd.Process.Pid) - cpu0[i]).Seconds() / wall.Seconds()
+	}
+	if dir != "" {
+		for _, c := range cs {
+			c.ask(b, "cpu-stop")
+		}
+	}
+	if lat.failed > 0 {
+		b.Logf("%s: %d of %d new connections failed, the first: %v", path.name, lat.failed, benchRequests, lat.firstErr)
+	}
+	return lat, cpu
 }
 
 // perConn is the RSS each idle connection added, KiB.
@@ -356,6 +407,12 @@ func idleTable(cs []*childProcess, st []idleStats) string {
 	})
 	row("  runtime's own (spans, GC, poller) / threads", func(s idleStats) string {
 		return mib(s.collected.RuntimeSys-s.collected.StackInuse) + fmt.Sprintf(" / %d", s.collected.Threads)
+	})
+	row("CPU at 1,000 new connections/s, % of a core", func(s idleStats) string {
+		if s.newConnCPU == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*s.newConnCPU)
 	})
 	row("goroutines per idle connection", func(s idleStats) string {
 		return fmt.Sprintf("%.3f", float64(s.loaded.Goroutines-s.base.Goroutines)/idleTunnels)
@@ -559,14 +616,40 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 }
 
 // answerCommands is a child's command loop: "stats", "gc" (collect and
-// return free memory first) and "heap PATH" (write a heap profile first)
-// each get one JSON procStats line; it returns when stdin ends.
+// return free memory first), "heap PATH" (write a heap profile first),
+// "cpu-start PATH" and "cpu-stop" (a CPU profile) each get one JSON
+// procStats line; it returns when stdin ends.
 func answerCommands(conns func() int) error {
 	in := bufio.NewScanner(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
+	var cpuProfile *os.File
+	defer func() {
+		if cpuProfile != nil {
+			pprof.StopCPUProfile()
+			cpuProfile.Close()
+		}
+	}()
 	for in.Scan() {
 		cmd, arg, _ := strings.Cut(in.Text(), " ")
 		switch cmd {
+		case "cpu-start":
+			f, err := os.Create(arg)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return err
+			}
+			cpuProfile = f
+		case "cpu-stop":
+			if cpuProfile != nil {
+				pprof.StopCPUProfile()
+				if err := cpuProfile.Close(); err != nil {
+					return err
+				}
+				cpuProfile = nil
+			}
 		case "gc":
 			runtime.GC()
 			debug.FreeOSMemory()
