@@ -212,3 +212,45 @@ func BenchmarkPrivilegedDo(b *testing.B) {
 		}
 	}
 }
+
+// TestPrivilegedDialsFromOneSourceShareLocalPorts checks that a dial bound
+// to a source address takes its port at connect, per destination, not at
+// bind, unique for the address: with two local ports, three connections
+// from one source to three destinations must all open. (ztunnel dials a
+// pod's application from the client's address: ports picked at bind were
+// slow to find with thousands in TIME_WAIT, and ran out across
+// destinations.)
+func TestPrivilegedDialsFromOneSourceShareLocalPorts(t *testing.T) {
+	name, h := testNetns(t)
+	run(t, "ip", "-n", name, "addr", "add", "10.9.9.2/32", "dev", "lo")
+	run(t, "ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
+	ctx := context.Background()
+	ports := map[int]bool{}
+	for i := range 3 {
+		ln, err := h.Listen(ctx, fmt.Sprintf("10.9.9.1:%d", 9100+i), SocketOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := serveOnce(t, ln, "hi")
+		c, err := h.Dial(ctx, ln.Addr().String(), SocketOptions{Source: netip.MustParseAddr("10.9.9.2")})
+		if err != nil {
+			t.Fatalf("dial %d of 3 from one source with 2 local ports: %v", i+1, err)
+		}
+		defer c.Close()
+		if got := readAll(t, c); got != "hi" {
+			t.Fatalf("read %q", got)
+		}
+		if s := <-accepted; s != nil {
+			defer s.Close()
+		}
+		local := c.LocalAddr().(*net.TCPAddr)
+		if local.IP.String() != "10.9.9.2" {
+			t.Errorf("dial %d left from %v, want 10.9.9.2", i+1, local)
+		}
+		ports[local.Port] = true
+	}
+	if len(ports) > 2 {
+		t.Errorf("three dials used %d local ports out of a range of 2", len(ports))
+	}
+}
