@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/ambit-mesh/ambit/api/workload"
 	"github.com/ambit-mesh/ambit/internal/identity"
+	"github.com/ambit-mesh/ambit/internal/logging"
 	"github.com/ambit-mesh/ambit/internal/xds"
 	"github.com/ambit-mesh/ambit/ztunnel/inpod"
 	"github.com/ambit-mesh/ambit/ztunnel/proxy"
@@ -75,6 +77,7 @@ type parts struct {
 	xds       *xds.Client
 	telemetry *telemetry.Server
 	ready     *telemetry.Ready
+	accessLog *logging.Async
 
 	configured     chan struct{} // closed once the first xDS response of every type is in
 	configuredOnce sync.Once
@@ -95,8 +98,23 @@ func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate)
 	if err != nil {
 		return nil, fmt.Errorf("ztunnel: %w", err)
 	}
-	rec, err := telemetry.NewRecorder(p.tables, d.log.With("component", "access"))
+	// Access lines (one per connection) are formatted and written off the
+	// data path.
+	p.accessLog = logging.NewAsync(d.log.With("component", "access").Handler(), 0)
+	built := false
+	defer func() {
+		if !built {
+			p.accessLog.Close()
+		}
+	}()
+	rec, err := telemetry.NewRecorder(p.tables, slog.New(p.accessLog))
 	if err != nil {
+		return nil, fmt.Errorf("ztunnel: %w", err)
+	}
+	if err := rec.Registry().Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ambit_ztunnel_access_log_dropped_total",
+		Help: "Access log lines dropped because the log writer fell behind",
+	}, func() float64 { return float64(p.accessLog.Dropped()) })); err != nil {
 		return nil, fmt.Errorf("ztunnel: %w", err)
 	}
 	p.proxy, err = proxy.New(proxy.Config{
@@ -125,6 +143,7 @@ func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate)
 		Metrics: rec.Handler(), Ready: p.ready,
 		Dump: telemetry.Sources{Node: cfg.NodeName, Tables: p.tables.Dump, Certificates: p.certs.Certificates, Pods: p.proxy.PodInfos},
 	})
+	built = true
 	return p, nil
 }
 
@@ -156,6 +175,7 @@ func (p *parts) synced(condition string) {
 // keeps serving until the drain is over, so that the connections closed
 // meanwhile are counted where they can be scraped.
 func (p *parts) run(ctx context.Context) error {
+	defer p.accessLog.Close() // after the drain: its lines are written
 	g, gctx := errgroup.WithContext(ctx)
 	// Telemetry ends when the proxy has drained (whatever ended the group).
 	tctx, stopTelemetry := context.WithCancel(context.WithoutCancel(gctx))

@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ambit-mesh/ambit/internal/logging"
 	"github.com/ambit-mesh/ambit/ztunnel/proxy"
 	"github.com/ambit-mesh/ambit/ztunnel/state"
 	"github.com/ambit-mesh/ambit/ztunnel/telemetry"
 )
 
 // The benchmark's ztunnels keep the daemon's Prometheus metrics and write
-// its JSON access lines, as cmd/ztunnel does, to a file rather than stderr.
+// its JSON access lines, as cmd/ztunnel does (ztunnel/daemon), to a file
+// rather than stderr.
 func init() {
 	proxy.NewBenchTelemetry = func(t testing.TB, tables *state.Tables) proxy.Observer {
 		f, err := os.Create(filepath.Join(t.TempDir(), "access.log"))
@@ -20,8 +22,11 @@ func init() {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		log := slog.New(slog.NewJSONHandler(f, nil)).With("component", "access")
-		rec, err := telemetry.NewRecorder(tables, log)
+		// As the daemon does: the lines are formatted and written by a
+		// goroutine of their own.
+		access := logging.NewAsync(slog.NewJSONHandler(f, nil).WithAttrs([]slog.Attr{slog.String("component", "access")}), 0)
+		t.Cleanup(access.Close) // before the file closes
+		rec, err := telemetry.NewRecorder(tables, slog.New(access))
 		if err != nil {
 			t.Fatal(err)
 		}
