@@ -22,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -568,27 +569,11 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 		return fmt.Errorf("%s: %w", ztunnelProcEnv, err)
 	}
 	raiseNoFileToHard()
-	certPEM, err := os.ReadFile(spec.Cert)
+	svid, err := x509svid.Load(spec.Cert, spec.Key)
 	if err != nil {
 		return err
 	}
-	keyPEM, err := os.ReadFile(spec.Key)
-	if err != nil {
-		return err
-	}
-	svid, err := x509svid.Parse(certPEM, keyPEM)
-	if err != nil {
-		return err
-	}
-	rootPEM, err := os.ReadFile(spec.Root)
-	if err != nil {
-		return err
-	}
-	block, _ := pem.Decode(rootPEM)
-	if block == nil {
-		return fmt.Errorf("%s: no PEM block", spec.Root)
-	}
-	root, err := x509.ParseCertificate(block.Bytes)
+	roots, err := x509bundle.Load(td, spec.Root)
 	if err != nil {
 		return err
 	}
@@ -603,7 +588,7 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 		if id != svid.ID {
 			return nil, nil, fmt.Errorf("this ztunnel has no SVID for %s", id)
 		}
-		return svid, []*x509.Certificate{root}, nil
+		return svid, roots.X509Authorities(), nil
 	})
 	z := runZtunnel(b, ctx, issuer, Pod{UID: spec.UID, Name: spec.Name, Namespace: spec.Namespace,
 		ServiceAccount: spec.ServiceAccount, Sockets: NewNetnsSockets(h, DefaultMark)}, nil)
