@@ -144,9 +144,9 @@ func (st *Stream) writeOutLocked(w io.Writer) (int64, error) {
 
 // sink is where drainTo writes a stream out.
 type sink struct {
-	w       io.Writer
-	raw     syscall.RawConn // w's, when w is a socket: the read loop may write to it itself
-	linger  time.Duration
+	w      io.Writer
+	raw    syscall.RawConn // w's, when w is a socket: the read loop may write to it itself
+	linger time.Duration
 	// When the stream has ended: br.halfDone(half, ...) if br is set (no
 	// closure to allocate per tunnel), else done.
 	br      *Bridge
