@@ -17,6 +17,7 @@ import (
 )
 
 func main() {
+	daemon.TuneGC()
 	cfg, err := parseFlags(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return

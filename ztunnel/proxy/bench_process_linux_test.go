@@ -542,6 +542,9 @@ func (l *lockedBuffer) String() string {
 // workloads, says "ready", and answers commands until stdin ends. It runs
 // inside testing.Benchmark for a testing.B (the proxy helpers take one).
 func serveZtunnelProcess(specJSON string) {
+	if TuneBenchProcess != nil {
+		TuneBenchProcess()
+	}
 	if os.Getenv(idleHeapProfileEnv) != "" {
 		runtime.MemProfileRate = 1 // every allocation: the profile is per connection
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ambit-mesh/ambit/internal/logging"
+	"github.com/ambit-mesh/ambit/ztunnel/daemon"
 	"github.com/ambit-mesh/ambit/ztunnel/proxy"
 	"github.com/ambit-mesh/ambit/ztunnel/state"
 	"github.com/ambit-mesh/ambit/ztunnel/telemetry"
@@ -16,6 +17,7 @@ import (
 // its JSON access lines, as cmd/ztunnel does (ztunnel/daemon), to a file
 // rather than stderr.
 func init() {
+	proxy.TuneBenchProcess = daemon.TuneGC
 	proxy.NewBenchTelemetry = func(t testing.TB, tables *state.Tables) proxy.Observer {
 		f, err := os.Create(filepath.Join(t.TempDir(), "access.log"))
 		if err != nil {

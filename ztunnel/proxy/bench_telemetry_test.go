@@ -13,6 +13,11 @@ import (
 // ztunnel/telemetry (telemetry imports this package).
 var NewBenchTelemetry func(t testing.TB, tables *state.Tables) Observer
 
+// TuneBenchProcess, when set, tunes the runtime of a ztunnel child of
+// BenchmarkPrivilegedZtunnelProcesses as cmd/ztunnel does (daemon.TuneGC);
+// set by bench_telemetry_ext_test.go, as NewBenchTelemetry is.
+var TuneBenchProcess func()
+
 // benchTelemetry is NewBenchTelemetry while a benchmark wants it, and nil
 // for the tests, whose counters must see only their own connections.
 var benchTelemetry func(t testing.TB, tables *state.Tables) Observer
