@@ -216,3 +216,74 @@ func wake(c chan struct{}) {
 	default:
 	}
 }
+
+// pooledWriter is a bufio.Writer whose buffer, a pooled chunk, is taken at
+// the first write after a flush and given back by the flush: an idle
+// session (a pooled HBONE connection, 100 tunnels each) holds no write
+// buffer. Like bufio.Writer, a write at least a chunk long with nothing
+// buffered goes straight through, and an error is sticky. Not safe for
+// concurrent use (the session's wmu serializes writers). A chunk is 32 KiB:
+// two full TLS records per write.
+type pooledWriter struct {
+	w   io.Writer
+	buf *[]byte // nil while nothing is buffered
+	n   int
+	err error
+}
+
+func (b *pooledWriter) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		if b.err != nil {
+			return total, b.err
+		}
+		if b.n == 0 && len(p) >= chunkSize {
+			n, err := b.w.Write(p)
+			if err == nil && n < len(p) {
+				err = io.ErrShortWrite
+			}
+			b.err = err
+			return total + n, err
+		}
+		if b.buf == nil {
+			b.buf = getChunk()
+		}
+		k := copy((*b.buf)[b.n:], p)
+		b.n += k
+		total += k
+		p = p[k:]
+		if b.n == chunkSize {
+			b.writeOut()
+		}
+	}
+	return total, b.err
+}
+
+func (b *pooledWriter) WriteString(s string) (int, error) {
+	return b.Write([]byte(s)) // only the client preface: once per connection
+}
+
+// Flush writes out what is buffered and gives the buffer back.
+func (b *pooledWriter) Flush() error {
+	if b.buf != nil && b.err == nil {
+		b.writeOut()
+	}
+	if b.buf != nil {
+		putChunk(b.buf)
+		b.buf, b.n = nil, 0
+	}
+	return b.err
+}
+
+// writeOut writes the buffer's contents, keeping the buffer.
+func (b *pooledWriter) writeOut() {
+	if b.n == 0 {
+		return
+	}
+	n, err := b.w.Write((*b.buf)[:b.n])
+	if err == nil && n < b.n {
+		err = io.ErrShortWrite
+	}
+	b.err = err
+	b.n = 0
+}

@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"testing"
 )
@@ -51,3 +52,40 @@ func TestDataBufferKeepsOrder(t *testing.T) {
 		t.Fatal("reset left data behind")
 	}
 }
+
+func TestPooledWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := &pooledWriter{w: &out}
+	small := bytes.Repeat([]byte("a"), 100)
+	big := bytes.Repeat([]byte("b"), chunkSize+10)
+	w.Write(small)
+	if out.Len() != 0 || w.buf == nil {
+		t.Fatalf("a small write went out (%d bytes) or holds no buffer", out.Len())
+	}
+	w.Write(big) // fills the chunk, writes it out, buffers the rest
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if w.buf != nil {
+		t.Error("Flush kept the buffer")
+	}
+	if want := append(append([]byte{}, small...), big...); !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("wrote %d bytes, want %d in order", out.Len(), len(want))
+	}
+	out.Reset()
+	if n, err := w.Write(big); n != len(big) || err != nil || w.buf != nil || out.Len() != len(big) {
+		t.Fatalf("a big write with nothing buffered: %d, %v, buffered %v, out %d", n, err, w.buf != nil, out.Len())
+	}
+	fail := &pooledWriter{w: errWriter{}}
+	fail.Write(small)
+	if err := fail.Flush(); err == nil || fail.buf != nil {
+		t.Fatalf("Flush to a failing writer: %v, buffer kept %v", err, fail.buf != nil)
+	}
+	if _, err := fail.Write(small); err == nil {
+		t.Error("the error is not sticky")
+	}
+}
+
+type errWriter struct{}
+
+func (errWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }

@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -59,7 +58,7 @@ type session struct {
 	// wmu serialises frame writes and header encoding.
 	// Lock order: Stream.writeMu, then wmu, then mu.
 	wmu         sync.Mutex
-	bw          *bufio.Writer
+	bw          *pooledWriter
 	raw         *batchConn // under the TLS layer, if any: flushed after bw
 	henc        *hpack.Encoder
 	hbuf        bytes.Buffer
@@ -112,7 +111,7 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 		opts:              opts,
 		log:               log,
 		start:             time.Now(),
-		bw:                bufio.NewWriterSize(nc, 16<<10),
+		bw:                &pooledWriter{w: nc},
 		streams:           make(map[uint32]*Stream),
 		nextID:            1,
 		sendWindow:        initialWindow,
