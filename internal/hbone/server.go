@@ -229,25 +229,18 @@ func (s *Server) serveSession(ctx context.Context, nc net.Conn, raw *batchConn, 
 	sess := newSession(context.WithoutCancel(ctx), nc, raw, false, peer, opts, log)
 	s.track(sess)
 	defer s.untrack(sess)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-sess.done:
-			return
-		case <-ctx.Done():
-		}
+	// When ctx ends: GOAWAY now, and close the session if it is still
+	// draining after DrainTimeout (closing a closed one does nothing). No
+	// goroutine waits for ctx meanwhile.
+	stop := context.AfterFunc(ctx, func() {
 		sess.shutdown()
-		t := time.NewTimer(s.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-sess.done:
-		case <-t.C:
+		time.AfterFunc(s.cfg.DrainTimeout, func() {
 			sess.close(fmt.Errorf("%w: drain timeout", ErrConnClosed))
-		}
-	}()
+		})
+	})
 	log.Debug("hbone connection open")
 	err := sess.run()
+	stop()
 	wg.Wait()
 	if orderly(err) {
 		log.Debug("hbone connection closed", "reason", err)
