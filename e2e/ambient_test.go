@@ -60,17 +60,22 @@ func tcpEcho(ns, client, target, msg string) error {
 	return nil
 }
 
-// ztunnelMetrics returns the Prometheus text of the ztunnel on node.
-func ztunnelMetrics(t *testing.T, node string) string {
+// ztunnelPod returns the name of the ztunnel pod on node.
+func ztunnelPod(t *testing.T, node string) string {
 	t.Helper()
-	ctx := context.Background()
-	pod, err := cl.Kubectl(ctx, "", "-n", "istio-system", "get", "pods", "-l", "app=ztunnel",
+	pod, err := cl.Kubectl(context.Background(), "", "-n", "istio-system", "get", "pods", "-l", "app=ztunnel",
 		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}")
 	if err != nil || strings.TrimSpace(pod) == "" {
 		t.Fatalf("ztunnel on %s: %q %v", node, pod, err)
 	}
-	out, err := cl.Kubectl(ctx, "", "get", "--raw",
-		"/api/v1/namespaces/istio-system/pods/"+strings.TrimSpace(pod)+":15020/proxy/metrics")
+	return strings.TrimSpace(pod)
+}
+
+// ztunnelMetrics returns the Prometheus text of the ztunnel on node.
+func ztunnelMetrics(t *testing.T, node string) string {
+	t.Helper()
+	out, err := cl.Kubectl(context.Background(), "", "get", "--raw",
+		"/api/v1/namespaces/istio-system/pods/"+ztunnelPod(t, node)+":15020/proxy/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +153,25 @@ func TestAmbientUserStory(t *testing.T) {
 	if v := metricSum(m, "istio_tcp_connections_opened_total", `reporter="destination"`,
 		`destination_workload="echo"`, `destination_workload_namespace="`+ns.Name+`"`, `connection_security_policy="mutual_tls"`); v < 1 {
 		t.Errorf("destination ztunnel counted %v mutual-TLS connections to echo; metrics:\n%s", v, m)
+	}
+	// Each connection has its JSON access line, written off the data path
+	// (internal/logging.Async), and none was dropped.
+	ztb := ztunnelPod(t, nodes[1])
+	ns.Eventually(30*time.Second, "the destination ztunnel's access line", func() error {
+		logs, err := cl.Kubectl(context.Background(), "", "-n", "istio-system", "logs", ztb)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, `"msg":"connection complete"`) && strings.Contains(l, `"direction":"destination"`) &&
+				strings.Contains(l, `"dst_namespace":"`+ns.Name+`"`) && strings.Contains(l, `"security":"mutual_tls"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no access line for a mutual-TLS connection into %s", ns.Name)
+	})
+	if !strings.Contains(m, "\nambit_ztunnel_access_log_dropped_total 0\n") {
+		t.Errorf("the destination ztunnel dropped access lines or does not count them; metrics:\n%s", m)
 	}
 
 	// 3. Only the client's service account may reach echo.
