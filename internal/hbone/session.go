@@ -91,9 +91,13 @@ type session struct {
 	pingOut   bool
 
 	lastRead atomic.Int64 // time.Since(start) at the last frame read
-	ctrlWake chan struct{}
-	done     chan struct{} // closed when the session closes
-	wg       sync.WaitGroup
+	// ctrlWriting says a goroutine is writing the control queue (started
+	// by queueLocked, gone when the queue is empty: an idle connection has
+	// none); finished, set once run stops waiting for writers, stops
+	// more from starting. Guarded by mu.
+	ctrlWriting, finished bool
+	done                  chan struct{} // closed when the session closes
+	wg                    sync.WaitGroup
 }
 
 // newSession prepares a session on nc; raw, if not nil, is the batching
@@ -119,7 +123,6 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 		peerInitialWindow: initialWindow,
 		peerMaxFrame:      defaultPeerFrame,
 		peerMaxStreams:    ^uint32(0),
-		ctrlWake:          make(chan struct{}, 1),
 		done:              make(chan struct{}),
 	}
 	if raw != nil {
@@ -140,10 +143,8 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 // run speaks HTTP/2 on the connection until it ends, then closes it and
 // returns why; see orderly.
 func (s *session) run() error {
-	// The write loop sends our preface while we read the peer's: a
+	// A control writer sends our preface while we read the peer's: a
 	// transport without buffering (net.Pipe) must not deadlock.
-	s.wg.Add(1)
-	go s.writeLoop()
 	s.mu.Lock()
 	_ = s.queueLocked(ctrlFrame{typ: http2.FrameSettings}) // the queue is empty: never refused
 	s.mu.Unlock()
@@ -158,6 +159,9 @@ func (s *session) run() error {
 		err = s.readLoop()
 	}
 	s.close(err)
+	s.mu.Lock()
+	s.finished = true // a writer started before this is waited for; none after
+	s.mu.Unlock()
 	s.wg.Wait()
 	closeConn(s.nc)
 	s.mu.Lock()

@@ -51,7 +51,8 @@ func (s *session) writePrefaceLocked() error {
 	return s.fr.WriteWindowUpdate(0, connWindow-initialWindow)
 }
 
-// queueLocked queues a control frame for the write loop. Replies the peer
+// queueLocked queues a control frame and starts a goroutine writing the
+// queue if none is. Replies the peer
 // can provoke at will (PING and SETTINGS acks, resets) are bounded: a peer
 // that sends them faster than it reads is refused.
 func (s *session) queueLocked(f ctrlFrame) error {
@@ -62,22 +63,31 @@ func (s *session) queueLocked(f ctrlFrame) error {
 		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 	}
 	s.ctrl = append(s.ctrl, f)
-	wake(s.ctrlWake)
+	if !s.ctrlWriting && !s.finished {
+		s.ctrlWriting = true
+		s.wg.Add(1)
+		go s.writeControl()
+	}
 	return nil
 }
 
-// writeLoop writes queued control frames. At close it writes what is left
-// (a GOAWAY, usually) and exits.
-func (s *session) writeLoop() {
+// writeControl writes the queued control frames until the queue is empty,
+// then exits: control frames are written by a goroutine of their own, so
+// that the read loop, which queues most of them (acks, WINDOW_UPDATEs),
+// never blocks on a peer that does not read, and an idle connection keeps
+// no goroutine for them. At close it writes what is left (a GOAWAY,
+// usually) within the close's write deadline.
+func (s *session) writeControl() {
 	defer s.wg.Done()
 	for {
-		select {
-		case <-s.ctrlWake:
-			s.flushControl()
-		case <-s.done:
-			s.flushControl()
+		s.flushControl()
+		s.mu.Lock()
+		if len(s.ctrl) == 0 {
+			s.ctrlWriting = false
+			s.mu.Unlock()
 			return
 		}
+		s.mu.Unlock()
 	}
 }
 
