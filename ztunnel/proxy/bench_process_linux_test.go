@@ -442,7 +442,7 @@ type childProcess struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *bufio.Reader
-	errs *lockedBuffer
+	errs *logBuffer
 }
 
 // startZtunnelProcess issues spec's SVID from ca into dir and starts the
@@ -470,7 +470,7 @@ func startZtunnelProcess(b *testing.B, name, dir string, ca *hbonetest.CA, spec 
 // startChild starts cmd (the test binary, perhaps under nsenter) with env
 // added, as a child answering commands; it is stopped at cleanup.
 func startChild(b *testing.B, name string, cmd *exec.Cmd, env string) *childProcess {
-	z := &childProcess{name: name, errs: &lockedBuffer{}, cmd: cmd}
+	z := &childProcess{name: name, errs: &logBuffer{}, cmd: cmd}
 	z.cmd.Env = append(os.Environ(), env)
 	z.cmd.Stderr = z.errs
 	var err error
@@ -518,24 +518,7 @@ func (z *childProcess) ask(b *testing.B, cmd string) procStats {
 	return s
 }
 
-func (z *childProcess) stderr() string { return z.errs.String() }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sb.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sb.String()
-}
+func (z *childProcess) stderr() string { return strings.Join(z.errs.lines(), "") }
 
 // serveZtunnelProcess is the ztunnel child's main: it runs one proxy for
 // spec (JSON ztunnelProcSpec) with the daemon's telemetry and the test
