@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ambit-mesh/ambit/internal/privtest"
 )
 
@@ -253,4 +255,56 @@ func TestPrivilegedDialsFromOneSourceShareLocalPorts(t *testing.T) {
 	if len(ports) > 2 {
 		t.Errorf("three dials used %d local ports out of a range of 2", len(ports))
 	}
+}
+
+// TestPrivilegedNoKeepAliveTurnsOffGoDefault checks that NoKeepAlive leaves
+// dialed and accepted sockets without SO_KEEPALIVE, which Go otherwise
+// sets on both.
+func TestPrivilegedNoKeepAliveTurnsOffGoDefault(t *testing.T) {
+	_, h := testNetns(t)
+	ctx := context.Background()
+	for i, noKeepAlive := range []bool{false, true} {
+		o := SocketOptions{NoKeepAlive: noKeepAlive}
+		ln, err := h.Listen(ctx, fmt.Sprintf("10.9.9.1:%d", 9200+i), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := serveOnce(t, ln, "hi")
+		c, err := h.Dial(ctx, ln.Addr().String(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s := <-accepted
+		if s == nil {
+			t.Fatal("nothing accepted")
+		}
+		defer s.Close()
+		want := 1
+		if noKeepAlive {
+			want = 0
+		}
+		for side, conn := range map[string]net.Conn{"dialed": c, "accepted": s} {
+			if got := keepAliveOf(t, conn); got != want {
+				t.Errorf("NoKeepAlive %v: %s socket has SO_KEEPALIVE %d, want %d", noKeepAlive, side, got, want)
+			}
+		}
+	}
+}
+
+func keepAliveOf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		v, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_KEEPALIVE: %v %v", err, serr)
+	}
+	return v
 }

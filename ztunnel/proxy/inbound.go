@@ -104,7 +104,7 @@ func (pd *pod) dialApp(ctx context.Context, dst netip.AddrPort, src netip.Addr) 
 	if src == dst.Addr() {
 		src = netip.Addr{} // the pod talking to itself: no transparent bind
 	}
-	c, err := pd.Sockets.Dial(ctx, dst, src)
+	c, err := pd.Sockets.DialApp(ctx, dst, src)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the application at %s: %w", dst, err)
 	}

@@ -47,10 +47,15 @@ type Certs interface {
 // Sockets opens sockets where a pod's traffic is: inside its network
 // namespace, marked so they are not captured again.
 type Sockets interface {
-	// Listen opens a TCP listener on port, all addresses, with SO_REUSEPORT.
+	// Listen opens a TCP listener on port, all addresses, with
+	// SO_REUSEPORT. Connections accepted on OutboundPort (the pod's own
+	// applications', redirected inside the pod) get no TCP keepalive.
 	Listen(ctx context.Context, port uint16) (net.Listener, error)
 	// Dial connects to dst; from src (transparently) when src is valid.
 	Dial(ctx context.Context, dst netip.AddrPort, src netip.Addr) (net.Conn, error)
+	// DialApp is Dial to the pod's own application, without TCP keepalive:
+	// both ends are inside the pod.
+	DialApp(ctx context.Context, dst netip.AddrPort, src netip.Addr) (net.Conn, error)
 	// OriginalDst is where a redirected connection was going.
 	OriginalDst(c net.Conn) (netip.AddrPort, error)
 	// Close releases the namespace.

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -212,6 +214,34 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 			t.Fatalf("plaintext payload seen on the link between the nodes")
 		}
 		t.Logf("capture: %d frames, %d bytes, no plaintext", frames, bytes)
+	})
+
+	t.Run("sockets inside a pod have no TCP keepalive", func(t *testing.T) {
+		c := dial(t, hpa, "10.77.2.2:8080")
+		if got, err := echo(c, "keepalive?"); err != nil || got != "keepalive?" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		<-peers
+		// ss shows an armed keepalive timer as timer:(keepalive,...). The
+		// app's own accepted socket has one (Go's default), which shows the
+		// check can see it; ztunnel's accepted socket on 15001 in pod a and
+		// its dial to the app in pod b must not.
+		for _, tc := range []struct {
+			pod, filter string
+			keepalive   bool
+		}{
+			{"pa", "( sport = :15001 )", false},
+			{"pb", "( dport = :8080 )", false},
+			{"pb", "( sport = :8080 )", true},
+		} {
+			out, err := exec.Command("ip", "netns", "exec", tp.ns(tc.pod), "ss", "-tnoH", "state", "established", tc.filter).CombinedOutput()
+			if err != nil || len(bytes.TrimSpace(out)) == 0 {
+				t.Fatalf("ss in %s %s: %v\n%s", tc.pod, tc.filter, err, out)
+			}
+			if got := bytes.Contains(out, []byte("keepalive")); got != tc.keepalive {
+				t.Errorf("in %s, sockets %s: keepalive timer %v, want %v:\n%s", tc.pod, tc.filter, got, tc.keepalive, out)
+			}
+		}
 	})
 
 	t.Run("Service VIP goes to an endpoint over HBONE", func(t *testing.T) {

@@ -24,14 +24,25 @@ func NewNetnsSockets(h *netns.Handle, mark uint32) *NetnsSockets {
 	return &NetnsSockets{h: h, mark: mark}
 }
 
-// Listen opens a TCP listener on port, all addresses.
+// Listen opens a TCP listener on port, all addresses; connections accepted
+// on OutboundPort, from the pod's own applications, get no TCP keepalive.
 func (s *NetnsSockets) Listen(ctx context.Context, port uint16) (net.Listener, error) {
-	return s.h.Listen(ctx, ":"+strconv.Itoa(int(port)), netns.SocketOptions{Mark: s.mark, ReusePort: true})
+	return s.h.Listen(ctx, ":"+strconv.Itoa(int(port)),
+		netns.SocketOptions{Mark: s.mark, ReusePort: true, NoKeepAlive: port == OutboundPort})
 }
 
 // Dial connects to dst; from src (IP_TRANSPARENT) when src is valid.
 func (s *NetnsSockets) Dial(ctx context.Context, dst netip.AddrPort, src netip.Addr) (net.Conn, error) {
-	o := netns.SocketOptions{Mark: s.mark}
+	return s.dial(ctx, dst, src, false)
+}
+
+// DialApp is Dial to the pod's own application, without TCP keepalive.
+func (s *NetnsSockets) DialApp(ctx context.Context, dst netip.AddrPort, src netip.Addr) (net.Conn, error) {
+	return s.dial(ctx, dst, src, true)
+}
+
+func (s *NetnsSockets) dial(ctx context.Context, dst netip.AddrPort, src netip.Addr, local bool) (net.Conn, error) {
+	o := netns.SocketOptions{Mark: s.mark, NoKeepAlive: local}
 	if src.IsValid() {
 		o.Transparent, o.Source = true, src
 	}
