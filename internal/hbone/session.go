@@ -96,7 +96,6 @@ type session struct {
 	// none); finished, set once run stops waiting for writers, stops
 	// more from starting. Guarded by mu.
 	ctrlWriting, finished bool
-	done                  chan struct{} // closed when the session closes
 	wg                    sync.WaitGroup
 }
 
@@ -123,7 +122,6 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 		peerInitialWindow: initialWindow,
 		peerMaxFrame:      defaultPeerFrame,
 		peerMaxStreams:    ^uint32(0),
-		done:              make(chan struct{}),
 	}
 	if raw != nil {
 		raw.startBatching()
@@ -296,7 +294,6 @@ func (s *session) closeLocked(err error) {
 	if s.pingTimer != nil {
 		s.pingTimer.Stop()
 	}
-	close(s.done)
 	s.cancel()
 	now := time.Now()
 	// Both fail only on a connection already closed, which is what they

@@ -52,9 +52,9 @@ func (s *session) writePrefaceLocked() error {
 }
 
 // queueLocked queues a control frame and starts a goroutine writing the
-// queue if none is. Replies the peer
-// can provoke at will (PING and SETTINGS acks, resets) are bounded: a peer
-// that sends them faster than it reads is refused.
+// queue if none is. Replies the peer can provoke at will (PING and
+// SETTINGS acks, resets) are bounded: a peer that sends them faster than
+// it reads is refused.
 func (s *session) queueLocked(f ctrlFrame) error {
 	if s.closed && f.typ != http2.FrameGoAway {
 		return nil
