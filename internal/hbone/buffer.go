@@ -238,12 +238,7 @@ func (b *pooledWriter) Write(p []byte) (int, error) {
 			return total, b.err
 		}
 		if b.n == 0 && len(p) >= chunkSize {
-			n, err := b.w.Write(p)
-			if err == nil && n < len(p) {
-				err = io.ErrShortWrite
-			}
-			b.err = err
-			return total + n, err
+			return total + b.write(p), b.err
 		}
 		if b.buf == nil {
 			b.buf = getChunk()
@@ -280,10 +275,17 @@ func (b *pooledWriter) writeOut() {
 	if b.n == 0 {
 		return
 	}
-	n, err := b.w.Write((*b.buf)[:b.n])
-	if err == nil && n < b.n {
+	b.write((*b.buf)[:b.n])
+	b.n = 0
+}
+
+// write writes p through, recording the error (a short write is one), and
+// returns how much was written.
+func (b *pooledWriter) write(p []byte) int {
+	n, err := b.w.Write(p)
+	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
 	b.err = err
-	b.n = 0
+	return n
 }
