@@ -11,13 +11,19 @@ import (
 // DefaultQueue is how many records an Async handler holds before it drops.
 const DefaultQueue = 4096
 
+// keepBatch is the largest batch whose slice the writer keeps for the next
+// one; a larger one (a backlog) goes back to the collector, so that an
+// idle handler holds a few KiB, not its whole queue (4,096 records are
+// about 1.2 MiB).
+const keepBatch = 64
+
 // Async is a slog.Handler that hands records to a goroutine of its own,
 // which passes them to the wrapped handler. A hot path (ztunnel's access
-// log: a line per connection) then pays for a record copy and a channel
-// send, not for formatting and a write(2) on whatever goroutine closed the
-// connection (a short-lived one, whose stack would grow for it). Records
-// keep their order. When the queue is full, records are dropped and
-// counted, as a non-blocking log writer does; the wrapped handler sees
+// log: a line per connection) then pays for a record copy and a queue
+// append, not for formatting and a write(2) on whatever goroutine closed
+// the connection (a short-lived one, whose stack would grow for it).
+// Records keep their order. When the queue is full, records are dropped
+// and counted, as a non-blocking log writer does; the wrapped handler sees
 // context.Background().
 type Async struct {
 	h slog.Handler
@@ -25,11 +31,16 @@ type Async struct {
 }
 
 type asyncQueue struct {
-	ch      chan queued
+	max     int
 	dropped atomic.Uint64
-	mu      sync.RWMutex // held for sending; Close takes it to close ch
-	closed  bool
+	wake    chan struct{} // one pending wake-up for the writer
 	done    chan struct{}
+
+	mu      sync.Mutex
+	items   []queued // waiting for the writer
+	spare   []queued // the writer's last batch, emptied, for reuse
+	pending int      // items plus the batch the writer is handling
+	closed  bool
 }
 
 type queued struct {
@@ -38,19 +49,47 @@ type queued struct {
 }
 
 // NewAsync starts the goroutine passing records to h; queue <= 0 means
-// DefaultQueue. Close stops it.
+// DefaultQueue. At most queue records wait or are being handled; the
+// memory for them is taken as they come. Close stops it.
 func NewAsync(h slog.Handler, queue int) *Async {
 	if queue <= 0 {
 		queue = DefaultQueue
 	}
-	q := &asyncQueue{ch: make(chan queued, queue), done: make(chan struct{})}
-	go func() {
-		defer close(q.done)
-		for x := range q.ch {
+	q := &asyncQueue{max: queue, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go q.run()
+	return &Async{h: h, q: q}
+}
+
+// run hands batches of records to their handlers until the queue is
+// closed and empty.
+func (q *asyncQueue) run() {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		for len(q.items) == 0 && !q.closed {
+			q.mu.Unlock()
+			<-q.wake
+			q.mu.Lock()
+		}
+		if len(q.items) == 0 {
+			q.mu.Unlock()
+			return // closed and drained
+		}
+		batch := q.items
+		q.items, q.spare = q.spare, nil
+		q.mu.Unlock()
+
+		for _, x := range batch {
 			_ = x.h.Handle(context.Background(), x.r) // a handler's own errors are its to report
 		}
-	}()
-	return &Async{h: h, q: q}
+		clear(batch) // the records' attributes may hold anything
+		q.mu.Lock()
+		q.pending -= len(batch)
+		if cap(batch) <= keepBatch {
+			q.spare = batch[:0]
+		}
+		q.mu.Unlock()
+	}
 }
 
 // Enabled reports whether the wrapped handler takes records at level.
@@ -62,16 +101,18 @@ func (a *Async) Enabled(ctx context.Context, level slog.Level) bool {
 // handler closed.
 func (a *Async) Handle(_ context.Context, r slog.Record) error {
 	q := a.q
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	if q.closed {
+	q.mu.Lock()
+	if q.closed || q.pending >= q.max {
+		q.mu.Unlock()
 		q.dropped.Add(1)
 		return nil
 	}
+	q.items = append(q.items, queued{h: a.h, r: r.Clone()})
+	q.pending++
+	q.mu.Unlock()
 	select {
-	case q.ch <- queued{h: a.h, r: r.Clone()}:
-	default:
-		q.dropped.Add(1)
+	case q.wake <- struct{}{}:
+	default: // a wake-up is already pending
 	}
 	return nil
 }
@@ -95,10 +136,11 @@ func (a *Async) Dropped() uint64 { return a.q.dropped.Load() }
 func (a *Async) Close() {
 	q := a.q
 	q.mu.Lock()
-	if !q.closed {
-		q.closed = true
-		close(q.ch)
-	}
+	q.closed = true
 	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 	<-q.done
 }
