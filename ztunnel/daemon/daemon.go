@@ -184,6 +184,10 @@ func (p *parts) run(ctx context.Context) error {
 	g.Go(func() error { return p.xds.Run(gctx) })
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error {
+		ReleaseMemoryWhenQuiet(gctx, p.log)
+		return nil
+	})
+	g.Go(func() error {
 		defer stopTelemetry()
 		return p.proxy.Run(gctx)
 	})

@@ -48,10 +48,13 @@ const (
 	// profile at 10,000 idle connections there (a.heap, b.heap), and once
 	// they are closed (a-closed.heap, b-closed.heap).
 	idleHeapProfileEnv = "AMBIT_BENCH_HEAP_DIR"
-	// idleSettleEnv, when set to a duration (150s), makes it also read
-	// the RSS after the connections have been idle that long, as the
-	// runtime's periodic collection (every 2 minutes) and its background
-	// scavenger leave it, without a forced collection.
+	// idleSettle is how long the connections stay idle before the RSS is
+	// read again, without a forced collection: long enough for the
+	// daemon's release after a burst (two of its 5 s intervals: the
+	// burst's last, a quiet one). idleSettleEnv sets another duration
+	// (150s: the runtime's periodic collection, every 2 minutes, and its
+	// background scavenger).
+	idleSettle    = 12 * time.Second
 	idleSettleEnv = "AMBIT_BENCH_IDLE_SETTLE"
 	// cpuProfileEnv, when set to a directory, makes each ztunnel write a
 	// CPU profile of the new-connection phase there (ztunnel-a.cpu, ...),
@@ -190,6 +193,7 @@ func BenchmarkPrivilegedZtunnelProcesses(b *testing.B) {
 		metric := strings.ReplaceAll(z.name, " ", "-")
 		b.ReportMetric(float64(stats[i].loaded.RSS)/(1<<20), metric+"-RSS-MiB")
 		b.ReportMetric(stats[i].perConn(), metric+"-KiB/conn")
+		b.ReportMetric(float64(stats[i].settled.RSS)/(1<<20), metric+"-idle-RSS-MiB")
 	}
 	b.ReportMetric(floorStats[0].perConn(), "floor-KiB/conn")
 	b.ReportMetric(us(lat.p50), "new-conn-p50-us")
@@ -198,7 +202,7 @@ func BenchmarkPrivilegedZtunnelProcesses(b *testing.B) {
 	fmt.Printf("\nztunnel processes, pod a -> pod b (docs/performance.md)\n"+
 		"new connections at %d/s through both: p50 %v, p99 %v, %.0f/s completed, %d failed\n",
 		benchRate, lat.p50.Round(time.Microsecond), lat.p99.Round(time.Microsecond), lat.rate, lat.failed)
-	fmt.Print(idleTable(append(zs, floor), append(stats, floorStats...)))
+	fmt.Print(idleTable(append(zs, floor), append(stats, floorStats...), settleTime(b)))
 }
 
 // idleStats are a child's figures before, with and after the idle
@@ -286,15 +290,8 @@ func measureIdle(b *testing.B, cs []*childProcess, client *nsDialer, path benchP
 	// Relays park their sockets after hbone.IdleLinger (1 s; 2 s at most).
 	time.Sleep(2500 * time.Millisecond)
 	loaded := snap("stats")
-	settled := make([]procStats, len(cs))
-	if v := os.Getenv(idleSettleEnv); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			b.Fatalf("%s: %v", idleSettleEnv, err)
-		}
-		time.Sleep(d)
-		settled = snap("stats")
-	}
+	time.Sleep(settleTime(b))
+	settled := snap("stats")
 	collected := snap("gc")
 	heap("")
 	for _, c := range conns {
@@ -373,7 +370,20 @@ func openIdle(client *nsDialer, addr string, opts netns.SocketOptions, n int) ([
 	return conns, firstErr
 }
 
-func idleTable(cs []*childProcess, st []idleStats) string {
+// settleTime is idleSettle, or what idleSettleEnv says.
+func settleTime(b *testing.B) time.Duration {
+	v := os.Getenv(idleSettleEnv)
+	if v == "" {
+		return idleSettle
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s: %v", idleSettleEnv, err)
+	}
+	return d
+}
+
+func idleTable(cs []*childProcess, st []idleStats, settle time.Duration) string {
 	var sb strings.Builder
 	w := tabwriter.NewWriter(&sb, 0, 0, 1, ' ', tabwriter.Debug)
 	mib := func(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
@@ -395,11 +405,9 @@ func idleTable(cs []*childProcess, st []idleStats) string {
 		return mib(s.loaded.RSSAnon) + " / " + mib(s.loaded.RSSFile)
 	})
 	row("RSS added per idle connection", func(s idleStats) string { return fmt.Sprintf("%.2f KiB", s.perConn()) })
-	if st[0].settled.RSS != 0 {
-		row("same, left idle for "+os.Getenv(idleSettleEnv), func(s idleStats) string {
-			return fmt.Sprintf("%s (%.2f KiB)", mib(s.settled.RSS), float64(s.settled.RSS-s.base.RSS)/idleTunnels/1024)
-		})
-	}
+	row(fmt.Sprintf("same, %s later, no forced collection", settle), func(s idleStats) string {
+		return fmt.Sprintf("%s (%.2f KiB)", mib(s.settled.RSS), float64(s.settled.RSS-s.base.RSS)/idleTunnels/1024)
+	})
 	row("same, after runtime.GC + FreeOSMemory", func(s idleStats) string {
 		return fmt.Sprintf("%s (%.2f KiB)", mib(s.collected.RSS), float64(s.collected.RSS-s.base.RSS)/idleTunnels/1024)
 	})

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,7 +18,10 @@ import (
 // its JSON access lines, as cmd/ztunnel does (ztunnel/daemon), to a file
 // rather than stderr.
 func init() {
-	proxy.TuneBenchProcess = daemon.TuneGC
+	proxy.TuneBenchProcess = func() {
+		daemon.TuneGC()
+		go daemon.ReleaseMemoryWhenQuiet(context.Background(), nil)
+	}
 	proxy.NewBenchTelemetry = func(t testing.TB, tables *state.Tables) proxy.Observer {
 		f, err := os.Create(filepath.Join(t.TempDir(), "access.log"))
 		if err != nil {
