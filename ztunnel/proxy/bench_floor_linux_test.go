@@ -24,20 +24,18 @@ func startRelayPair(b *testing.B, ctx context.Context, tp *topology) {
 	b.Cleanup(cancel) // runs last; the relays' cleanups cancel first
 	na, nb := tp.handle(b, "na"), tp.handle(b, "nb")
 	b.Cleanup(func() { na.Close(); nb.Close() })
-	dialA, dialB := newNsDialer(b, na), newNsDialer(b, nb)
 	for _, r := range []struct {
-		h        *netns.Handle
-		listen   string
-		to       string
-		dialFrom *nsDialer
+		h      *netns.Handle
+		listen string
+		to     string
 	}{
-		{na, ":19100", "192.168.77.2:19143", dialA},
-		{na, ":19101", "192.168.77.2:19144", dialA},
-		{nb, "192.168.77.2:19143", "127.0.0.1:9000", dialB},
-		{nb, "192.168.77.2:19144", "127.0.0.1:9001", dialB},
+		{na, ":19100", "192.168.77.2:19143"},
+		{na, ":19101", "192.168.77.2:19144"},
+		{nb, "192.168.77.2:19143", "127.0.0.1:9000"},
+		{nb, "192.168.77.2:19144", "127.0.0.1:9001"},
 	} {
 		listenRelay(b, ctx, cancel, r.h, r.listen, func(c net.Conn) {
-			spliceRelay(ctx, c, r.dialFrom, r.to, netns.SocketOptions{})
+			spliceRelay(ctx, c, r.h, r.to, netns.SocketOptions{})
 		})
 	}
 }
@@ -63,11 +61,13 @@ func listenRelay(b *testing.B, ctx context.Context, cancel context.CancelFunc, h
 	})
 }
 
-// spliceRelay connects in to addr and copies both ways until both end,
-// passing half-closes on.
-func spliceRelay(ctx context.Context, in net.Conn, d *nsDialer, addr string, o netns.SocketOptions) {
+// spliceRelay connects in to addr from inside h, as ztunnel dials
+// (netns.Handle.Dial, keepalive off as ztunnel's in-pod dials are), and
+// copies both ways until both end, passing half-closes on.
+func spliceRelay(ctx context.Context, in net.Conn, h *netns.Handle, addr string, o netns.SocketOptions) {
 	defer in.Close()
-	out, err := d.dial(addr, o)
+	o.NoKeepAlive = true
+	out, err := h.Dial(ctx, addr, o)
 	if err != nil {
 		return
 	}
@@ -105,21 +105,19 @@ func startInPodRelayPair(b *testing.B, ctx context.Context, tp *topology) *nsDia
 	b.Cleanup(func() { hpc.Close(); hpd.Close() })
 	echoServer(b, ctx, hpd, "8080")
 	sinkServer(b, ctx, hpd, "8081")
-	inPC, inPD := newNsDialer(b, hpc), newNsDialer(b, hpd)
 	marked := netns.SocketOptions{Mark: DefaultMark}
 	for _, r := range []struct {
 		h    *netns.Handle
 		port string
-		d    *nsDialer
-	}{{hpc, ":15001", inPC}, {hpd, ":15006", inPD}} {
+	}{{hpc, ":15001"}, {hpd, ":15006"}} {
 		listenRelay(b, ctx, cancel, r.h, r.port, func(c net.Conn) {
 			dst, err := netns.OriginalDst(c.(*net.TCPConn))
 			if err != nil {
 				c.Close()
 				return
 			}
-			spliceRelay(ctx, c, r.d, dst.String(), marked)
+			spliceRelay(ctx, c, r.h, dst.String(), marked)
 		})
 	}
-	return inPC
+	return newNsDialer(b, hpc)
 }
