@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -117,16 +118,19 @@ func serveHold(port string) {
 
 // procStats is a child's answer to a command.
 type procStats struct {
-	RSS        int64 // VmRSS
-	RSSAnon    int64 // RssAnon: heap, stacks, runtime
-	RSSFile    int64 // RssFile: the binary's pages (shared with every process running it)
-	HeapInuse  int64
-	StackInuse int64
-	Goroutines int
-	Threads    int64
-	RuntimeSys int64 // runtime.MemStats.Sys minus the heap's: stacks, spans, GC metadata, profiling
-	Conns      int   // connections the proxy tracks
-	Parked     int   // idle sockets in hbone's parker
+	RSS     int64 // VmRSS
+	RSSAnon int64 // RssAnon: heap, stacks, runtime
+	RSSFile int64 // RssFile: the binary's pages (shared with every process running it)
+	// The runtime's own accounting (runtime/metrics /memory/classes/...).
+	HeapObjects int64 // live objects, and garbage not yet collected
+	HeapUnused  int64 // free slots in spans that hold objects: fragmentation
+	HeapFree    int64 // free pages not yet given back to the OS
+	Stacks      int64
+	RuntimeMeta int64 // span structures, GC metadata, poller descriptors, profiling buckets, other
+	Goroutines  int
+	Threads     int64
+	Conns       int // connections the proxy tracks
+	Parked      int // idle sockets in hbone's parker
 }
 
 // BenchmarkPrivilegedZtunnelProcesses measures issue 4's memory figure:
@@ -411,11 +415,11 @@ func idleTable(cs []*childProcess, st []idleStats, settle time.Duration) string 
 	row("same, after runtime.GC + FreeOSMemory", func(s idleStats) string {
 		return fmt.Sprintf("%s (%.2f KiB)", mib(s.collected.RSS), float64(s.collected.RSS-s.base.RSS)/idleTunnels/1024)
 	})
-	row("  Go heap in use / stacks", func(s idleStats) string {
-		return mib(s.collected.HeapInuse) + " / " + mib(s.collected.StackInuse)
+	row("  Go heap: live objects / unused in spans / free pages", func(s idleStats) string {
+		return mib(s.collected.HeapObjects) + " / " + mib(s.collected.HeapUnused) + " / " + mib(s.collected.HeapFree)
 	})
-	row("  runtime's own (spans, GC, poller) / threads", func(s idleStats) string {
-		return mib(s.collected.RuntimeSys-s.collected.StackInuse) + fmt.Sprintf(" / %d", s.collected.Threads)
+	row("  stacks / runtime's own (mapped) / threads", func(s idleStats) string {
+		return mib(s.collected.Stacks) + " / " + mib(s.collected.RuntimeMeta) + fmt.Sprintf(" / %d", s.collected.Threads)
 	})
 	row("CPU at 1,000 new connections/s, % of a core", func(s idleStats) string {
 		if s.newConnCPU == 0 {
@@ -432,11 +436,11 @@ func idleTable(cs []*childProcess, st []idleStats, settle time.Duration) string 
 		}
 		return mib(s.closed.RSS)
 	})
-	row("  Go heap in use / stacks", func(s idleStats) string {
+	row("  Go heap: live objects / unused in spans", func(s idleStats) string {
 		if s.closed.RSS == 0 {
 			return "-"
 		}
-		return mib(s.closed.HeapInuse) + " / " + mib(s.closed.StackInuse)
+		return mib(s.closed.HeapObjects) + " / " + mib(s.closed.HeapUnused)
 	})
 	w.Flush()
 	return sb.String()
@@ -524,6 +528,24 @@ func (z *childProcess) ask(b *testing.B, cmd string) procStats {
 		b.Fatalf("%s: %s: %q: %v", z.name, cmd, line, err)
 	}
 	return s
+}
+
+// memoryClasses reads the runtime's /memory/classes/ metrics, keyed by the
+// name between that prefix and ":bytes".
+func memoryClasses() map[string]int64 {
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if name, ok := strings.CutPrefix(d.Name, "/memory/classes/"); ok && strings.HasSuffix(name, ":bytes") {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	m := make(map[string]int64, len(samples))
+	for _, s := range samples {
+		name := strings.TrimSuffix(strings.TrimPrefix(s.Name, "/memory/classes/"), ":bytes")
+		m[name] = int64(s.Value.Uint64())
+	}
+	return m
 }
 
 func (z *childProcess) stderr() string { return strings.Join(z.errs.lines(), "") }
@@ -652,12 +674,12 @@ func answerCommands(conns func() int) error {
 		default:
 			return fmt.Errorf("unknown command %q", cmd)
 		}
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
+		mem := memoryClasses()
 		st := procStatus(os.Getpid())
-		if err := out.Encode(procStats{RSS: st["VmRSS"], RSSAnon: st["RssAnon"], RSSFile: st["RssFile"], HeapInuse: int64(ms.HeapInuse),
-			StackInuse: int64(ms.StackInuse), RuntimeSys: int64(ms.Sys - ms.HeapSys), Threads: st["Threads"], Goroutines: runtime.NumGoroutine(),
-			Conns: conns(), Parked: hbone.ParkedSockets()}); err != nil {
+		if err := out.Encode(procStats{RSS: st["VmRSS"], RSSAnon: st["RssAnon"], RSSFile: st["RssFile"],
+			HeapObjects: mem["heap/objects"], HeapUnused: mem["heap/unused"], HeapFree: mem["heap/free"], Stacks: mem["heap/stacks"] + mem["os-stacks"],
+			RuntimeMeta: mem["metadata/mcache/inuse"] + mem["metadata/mspan/inuse"] + mem["metadata/other"] + mem["profiling/buckets"] + mem["other"],
+			Threads:     st["Threads"], Goroutines: runtime.NumGoroutine(), Conns: conns(), Parked: hbone.ParkedSockets()}); err != nil {
 			return err
 		}
 	}
