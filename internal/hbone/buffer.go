@@ -42,7 +42,7 @@ func putBuffer(b *[]byte, big bool) {
 }
 
 // readPlain reads once from r into a pooled buffer, held while Read
-// waits; readPooled's fallback.
+// waits; pooledReader's fallback.
 func readPlain(r io.Reader, big bool) (*[]byte, int, error) {
 	bp := getBuffer(big)
 	n, err := r.Read(*bp)

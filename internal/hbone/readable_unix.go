@@ -10,52 +10,71 @@ import (
 	"syscall"
 )
 
-// readPooled reads once from r into a pooled buffer (a big one if big is
-// set) and returns it with the count; the caller gives it back with
-// putBuffer(bp, big). From a socket it reads inside RawConn.Read, taking
-// the buffer only once the socket has something to give and giving it back
-// before waiting again: an idle connection holds no buffer, and a read
-// costs one system call (no peek first). Deadlines and Close end the wait
-// as they end Read. At the end of r it returns io.EOF and no buffer.
-func readPooled(r io.Reader, big bool) (*[]byte, int, error) {
-	sc, ok := r.(syscall.Conn)
-	if !ok || !isSocket(r) {
-		return readPlain(r, big)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return readPlain(r, big)
-	}
-	var (
-		bp   *[]byte
-		n    int
-		rerr error
-	)
-	err = rc.Read(func(fd uintptr) bool {
-		bp = getBuffer(big)
-		for {
-			n, rerr = syscall.Read(int(fd), *bp)
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
+// pooledReader reads r once per read into a pooled buffer (a big one if
+// big is set); the caller gives it back with putBuffer(bp, big). From a
+// socket it reads inside RawConn.Read, taking the buffer only once the
+// socket has something to give and giving it back before waiting again: an
+// idle connection holds no buffer, and a read costs one system call (no
+// peek first). Deadlines and Close end the wait as they end Read. At the
+// end of r it returns io.EOF and no buffer. One is made per copy: the
+// callback and its results live in it, not in a closure per read.
+type pooledReader struct {
+	r   io.Reader
+	rc  syscall.RawConn // nil unless r is a socket
+	big bool
+	fn  func(fd uintptr) bool // rc.Read's callback: readFD, bound once
+
+	// readFD's results.
+	bp   *[]byte
+	n    int
+	rerr error
+}
+
+func newPooledReader(r io.Reader) *pooledReader {
+	pr := &pooledReader{r: r}
+	if sc, ok := r.(syscall.Conn); ok && isSocket(r) {
+		if rc, err := sc.SyscallConn(); err == nil {
+			pr.rc = rc
+			pr.fn = pr.readFD
 		}
-		if errors.Is(rerr, syscall.EAGAIN) {
-			putBuffer(bp, big)
-			bp = nil
-			return false // wait for readability without a buffer
+	}
+	return pr
+}
+
+func (pr *pooledReader) readFD(fd uintptr) bool {
+	pr.bp = getBuffer(pr.big)
+	for {
+		pr.n, pr.rerr = syscall.Read(int(fd), *pr.bp)
+		if !errors.Is(pr.rerr, syscall.EINTR) {
+			break
 		}
-		return true
-	})
+	}
+	if errors.Is(pr.rerr, syscall.EAGAIN) {
+		putBuffer(pr.bp, pr.big)
+		pr.bp = nil
+		return false // wait for readability without a buffer
+	}
+	return true
+}
+
+func (pr *pooledReader) read() (*[]byte, int, error) {
+	if pr.rc == nil {
+		return readPlain(pr.r, pr.big)
+	}
+	pr.bp, pr.n, pr.rerr = nil, 0, nil
+	err := pr.rc.Read(pr.fn)
+	bp, n := pr.bp, pr.n
+	pr.bp = nil
 	switch {
 	case err != nil: // deadline, closed
-	case rerr != nil:
-		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
+	case pr.rerr != nil:
+		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", pr.rerr)}
 	case n == 0:
 		err = io.EOF
 	}
 	if err != nil {
 		if bp != nil {
-			putBuffer(bp, big)
+			putBuffer(bp, pr.big)
 		}
 		return nil, 0, err
 	}

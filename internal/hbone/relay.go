@@ -188,19 +188,19 @@ func copyIdle(dst io.Writer, src io.Reader) (int64, error) {
 }
 
 // copyDrained copies r to w through a pooled buffer taken only once r
-// has data (readPooled), so idle connections cost no buffer. Reads grow
+// has data (pooledReader), so idle connections cost no buffer. Reads grow
 // from a chunk to bigSize while each fills its buffer.
 func copyDrained(w io.Writer, r io.Reader) (int64, error) {
 	var total int64
-	big := false
+	pr := newPooledReader(r)
 	for {
-		bp, n, err := readPooled(r, big)
+		bp, n, err := pr.read()
 		if n > 0 {
 			m, werr := w.Write((*bp)[:n])
 			total += int64(m)
 			full := n == len(*bp)
-			putBuffer(bp, big)
-			big = full
+			putBuffer(bp, pr.big)
+			pr.big = full
 			if werr != nil {
 				return total, werr
 			}

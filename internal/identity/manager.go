@@ -93,6 +93,17 @@ func NewManager(cfg Config) (*Manager, error) {
 	}, nil
 }
 
+// Current returns id's certificate if one is in hand and not expired, else
+// nil; it never fetches or waits.
+func (m *Manager) Current(id spiffeid.ID) *x509svid.SVID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.entries[id]; e != nil && e.svid != nil && m.cfg.Now().Before(e.svid.Certificates[0].NotAfter) {
+		return e.svid
+	}
+	return nil
+}
+
 // SVID returns id's certificate, fetching it first if there is none (other
 // callers wait for the same fetch). It implements hbone.SVIDSource.
 func (m *Manager) SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, error) {

@@ -135,3 +135,27 @@ func TestTokenCredentialsReadTheFileAtEveryCall(t *testing.T) {
 		t.Error("a bearer token must require transport security")
 	}
 }
+
+func TestCurrentNeverFetches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := &testIssuer{t: t, ca: hbonetest.NewCA(t, "cluster.local")}
+		m := newManager(t, is)
+		if sv := m.Current(podID); sv != nil || is.calls.Load() != 0 {
+			t.Fatalf("before any fetch: %v, %d issuer calls; want nil and none", sv, is.calls.Load())
+		}
+		sv, err := m.SVID(context.Background(), podID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Current(podID); got != sv {
+			t.Fatalf("after a fetch: %v, want the fetched certificate", got)
+		}
+		time.Sleep(hbonetest.Validity + time.Minute) // expired, and nothing renewed it
+		if got := m.Current(podID); got != nil {
+			t.Fatalf("an expired certificate is current: %v", got.ID)
+		}
+		if n := is.calls.Load(); n != 1 {
+			t.Errorf("issuer called %d times, want 1", n)
+		}
+	})
+}

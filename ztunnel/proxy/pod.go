@@ -167,6 +167,12 @@ func (p *Proxy) closePodConns(pd *pod) {
 // awaitReady waits (ReadyTimeout at most) until the pod has its certificate
 // and its workload is in the configuration, and returns the workload.
 func (pd *pod) awaitReady(ctx context.Context) (*state.Workload, error) {
+	// Almost always both are in hand: no timer, no context to make.
+	if pd.p.cfg.Certs.Current(pd.id) != nil {
+		if w := pd.p.cfg.Tables.Pod(pd.Namespace, pd.Name); w != nil {
+			return w, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, pd.p.cfg.ReadyTimeout)
 	defer cancel()
 	if _, err := pd.p.cfg.Certs.SVID(ctx, pd.id); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambit-mesh/ambit/internal/hbone"
 	"github.com/ambit-mesh/ambit/ztunnel/authz"
@@ -42,6 +43,9 @@ const (
 type Certs interface {
 	hbone.SVIDSource
 	x509bundle.Source
+	// Current returns id's certificate if one is in hand and valid, else
+	// nil, without fetching or waiting.
+	Current(id spiffeid.ID) *x509svid.SVID
 }
 
 // Sockets opens sockets where a pod's traffic is: inside its network
