@@ -14,8 +14,12 @@ import (
 // session closes.
 func (s *session) readLoop() error {
 	for {
+		s.rd.frameStart()
 		f, err := s.fr.ReadFrame()
 		if err != nil {
+			if errors.Is(err, errReadIdle) {
+				return err
+			}
 			if errors.Is(err, http2.ErrFrameTooLarge) {
 				err = http2.ConnectionError(http2.ErrCodeFrameSize)
 			}

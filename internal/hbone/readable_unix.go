@@ -101,3 +101,32 @@ func writeNow(raw syscall.RawConn, data []byte) int {
 	})
 	return n
 }
+
+// socketRaw returns c's RawConn if c is a socket a session's read loop can
+// wait on when idle (waitReadable), else nil.
+func socketRaw(c net.Conn) syscall.RawConn {
+	if !isSocket(c) {
+		return nil
+	}
+	raw, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// waitReadable waits until raw's socket has something to read (data, EOF,
+// an error) or the wait fails (a deadline, a close), reading nothing. The
+// runtime's readiness flag is reset as the wait starts, so the socket
+// itself says first whether anything came before.
+func waitReadable(raw syscall.RawConn) {
+	_ = raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if !errors.Is(err, syscall.EINTR) {
+				return !errors.Is(err, syscall.EAGAIN)
+			}
+		}
+	})
+}

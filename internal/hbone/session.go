@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -32,6 +34,11 @@ const (
 	defaultPeerFrame = 16384 // RFC 9113 6.5.2
 )
 
+// sessionLinger is how long a connection's read loop may go without a
+// frame before it waits in a shallow frame (waitReadable) instead of inside
+// TLS, and lets go of the framer's read buffer. A variable for tests.
+var sessionLinger = 5 * time.Second
+
 // sessionOptions configures a session; zero durations disable the feature.
 type sessionOptions struct {
 	maxStreams   int
@@ -50,7 +57,8 @@ type session struct {
 	peer   spiffeid.ID
 	opts   sessionOptions
 	log    *slog.Logger
-	fr     *http2.Framer
+	fr     *http2.Framer // replaced by the read loop (holding wmu) when it idles
+	rd     frameReader   // what fr reads
 	start  time.Time
 	ctx    context.Context // parent of server streams' contexts; canceled at close
 	cancel context.CancelFunc
@@ -126,16 +134,28 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 	if raw != nil {
 		raw.startBatching()
 	}
-	// No read buffer of our own: the TLS connection holds a decrypted
-	// record, which is where the framer reads from.
-	s.fr = http2.NewFramer(s.bw, nc)
-	s.fr.SetReuseFrames()
-	s.fr.SetMaxReadFrameSize(maxReadFrame)
-	s.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	s.fr.MaxHeaderListSize = maxHeaderList
+	s.rd = frameReader{s: s}
+	if raw != nil {
+		s.rd.raw = socketRaw(raw.Conn)
+	}
+	s.fr = s.newFramer(hpack.NewDecoder(4096, nil))
 	s.henc = hpack.NewEncoder(&s.hbuf)
 	s.idleSince = s.start
 	return s
+}
+
+// newFramer returns a framer on the session's connection, decoding header
+// blocks with dec (whose table outlives framers). No read buffer of our
+// own: the TLS connection holds a decrypted record, which is where the
+// framer reads from; the framer keeps the largest frame it read (64 KiB
+// after bulk data) until it is replaced.
+func (s *session) newFramer(dec *hpack.Decoder) *http2.Framer {
+	fr := http2.NewFramer(s.bw, &s.rd)
+	fr.SetReuseFrames()
+	fr.SetMaxReadFrameSize(maxReadFrame)
+	fr.ReadMetaHeaders = dec
+	fr.MaxHeaderListSize = maxHeaderList
+	return fr
 }
 
 // run speaks HTTP/2 on the connection until it ends, then closes it and
@@ -155,6 +175,10 @@ func (s *session) run() error {
 		s.armIdleLocked()
 		s.mu.Unlock()
 		err = s.readLoop()
+		for errors.Is(err, errReadIdle) {
+			s.idle()
+			err = s.readLoop()
+		}
 	}
 	s.close(err)
 	s.mu.Lock()
@@ -196,6 +220,80 @@ func (s *session) readPreface() error {
 }
 
 var errProtocol = errors.New("hbone: HTTP/2 protocol error")
+
+// errReadIdle ends readLoop when no frame has begun for sessionLinger.
+var errReadIdle = errors.New("hbone: no frame for a while")
+
+// frameReader is what the framer reads: the connection, with an idle
+// deadline (armed by the read loop between frames) that ends the read
+// loop only when it passes between frames. crypto/tls keeps a partial
+// record across a timeout, so a deadline is safe at any point of a TLS
+// record, but the framer loses the bytes of a partial frame: a deadline
+// that passes inside a frame is dropped and the read goes on.
+type frameReader struct {
+	s        *session
+	raw      syscall.RawConn // the TCP socket under TLS; nil: never idles
+	boundary bool            // the next read starts a frame
+	armed    bool            // the idle deadline is set
+	until    time.Duration   // when it passes, since s.start
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.s.nc.Read(p)
+		if n > 0 || err == nil {
+			r.boundary = false
+			return n, err
+		}
+		if !r.armed || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		r.armed = false
+		if r.boundary && !r.s.isClosed() {
+			return 0, errReadIdle
+		}
+		// Inside a frame: wait on without the idle deadline (a closed
+		// session keeps the deadline that woke it, and fails the next
+		// read).
+		r.s.setReadDeadline(time.Time{})
+	}
+}
+
+// frameStart tells the reader that the next read starts a frame, arming
+// the idle deadline if it is not armed far enough ahead. Under traffic it
+// is re-armed at most every quarter linger.
+func (r *frameReader) frameStart() {
+	r.boundary = true
+	if r.raw == nil {
+		return
+	}
+	now := time.Since(r.s.start)
+	if r.armed && r.until-now > sessionLinger*3/4 {
+		return
+	}
+	r.armed, r.until = true, now+sessionLinger
+	r.s.setReadDeadline(r.s.start.Add(r.until))
+}
+
+// idle runs when no frame has begun for sessionLinger: it replaces the
+// framer (dropping its read buffer) and waits for the socket to become
+// readable in a shallow frame, so that the collector can shrink the
+// goroutine's stack (grown by the TLS handshake) to a few KiB. The idle
+// deadline has passed and is cleared; Close sets one that ends the wait.
+// Whatever ends it, the read loop then reads (and meets any error).
+func (s *session) idle() {
+	s.setReadDeadline(time.Time{})
+	s.wmu.Lock()
+	s.fr = s.newFramer(s.fr.ReadMetaHeaders)
+	s.wmu.Unlock()
+	waitReadable(s.rd.raw)
+}
+
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
 
 // closeConn closes c. A TLS connection is closed without close_notify:
 // GOAWAY has said goodbye already, and tls.Conn.Close can block for five
