@@ -77,7 +77,7 @@ func (pd *pod) servePlaintext(c net.Conn) {
 		pd.refuse(c, info, fmt.Errorf("plaintext to ztunnel's own port %d", dst.Port()))
 		return
 	}
-	w, err := pd.awaitReady(pd.ctx)
+	w, err := pd.awaitReady(pd.serving)
 	if err != nil {
 		pd.refuse(c, info, err)
 		return
@@ -88,7 +88,7 @@ func (pd *pod) servePlaintext(c net.Conn) {
 		pd.refuse(c, info, fmt.Errorf("%w: %s (%s)", ErrDenied, d.Reason, d.Policy))
 		return
 	}
-	app, err := pd.dialApp(pd.ctx, dst, info.Src)
+	app, err := pd.dialApp(pd.serving, dst, info.Src)
 	if err != nil {
 		pd.refuse(c, info, err)
 		return

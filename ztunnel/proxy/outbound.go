@@ -43,7 +43,7 @@ func (pd *pod) serveOutbound(c net.Conn) {
 		return
 	}
 	info.Dst = dst
-	w, err := pd.awaitReady(pd.ctx)
+	w, err := pd.awaitReady(pd.serving)
 	if err != nil {
 		pd.refuse(c, info, err)
 		return
@@ -55,7 +55,7 @@ func (pd *pod) serveOutbound(c net.Conn) {
 		return
 	}
 	info.Via, info.DstWorkload, info.DstIdentity, info.MTLS = rt.via, rt.dst, rt.identity, rt.hbone
-	ctx, cancel := context.WithTimeout(pd.ctx, defaultDialTO)
+	ctx, cancel := context.WithTimeout(pd.serving, defaultDialTO)
 	var up net.Conn
 	if rt.hbone {
 		var st *hbone.Stream

@@ -29,6 +29,12 @@ type pod struct {
 	log    *slog.Logger
 	ctx    context.Context // ends when the pod stops accepting
 	cancel context.CancelFunc
+	// serving is ctx without its end: a connection the pod accepted is
+	// served in it. Stopping closes the listeners; a connection accepted
+	// before that (or taken from the backlog as they close) is established
+	// for its client and is served and drained like the others, not
+	// refused with its request unread (a reset).
+	serving context.Context
 	client *hbone.Client
 	server *hbone.Server
 	lns    []net.Listener
@@ -39,7 +45,7 @@ type pod struct {
 
 func (p *Proxy) startPod(parent context.Context, pd Pod, id spiffeid.ID) (*pod, error) {
 	ctx, cancel := context.WithCancel(parent)
-	np := &pod{Pod: pd, p: p, id: id, ctx: ctx, cancel: cancel,
+	np := &pod{Pod: pd, p: p, id: id, ctx: ctx, cancel: cancel, serving: context.WithoutCancel(ctx),
 		log: p.log.With("pod", pd.Name, "namespace", pd.Namespace)}
 	hc := p.cfg.HBONE
 	hc.SVIDs, hc.Bundles = p.cfg.Certs, p.cfg.Certs

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -109,5 +110,101 @@ func TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes(t *testing.T) {
 
 	if got, err := echo(long, "after both"); err != nil || got != "after both" {
 		t.Fatalf("long-lived connection after both restarts: %q, %v", got, err)
+	}
+}
+
+// gatedSockets holds each connection accepted on the outbound port until
+// the test opens the gate, so that the test can stop the pod in between:
+// a connection accepted as the listeners close, which a rollout's
+// takeover meets now and then.
+type gatedSockets struct {
+	Sockets
+	accepted chan struct{} // one signal per held connection
+	gate     chan struct{} // closed: let them through
+}
+
+func (g gatedSockets) Listen(ctx context.Context, port uint16) (net.Listener, error) {
+	ln, err := g.Sockets.Listen(ctx, port)
+	if err != nil || port != OutboundPort {
+		return ln, err
+	}
+	return gatedListener{ln, g}, nil
+}
+
+type gatedListener struct {
+	net.Listener
+	g gatedSockets
+}
+
+func (l gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.g.accepted <- struct{}{}:
+		default:
+		}
+		<-l.g.gate
+	}
+	return c, err
+}
+
+// TestPrivilegedConnectionAcceptedAsPodStopsIsServed: a connection the
+// pod's listener accepted before the pod stopped is served through the
+// drain, like any established one, not refused (its request unread, the
+// client would see a reset).
+func TestPrivilegedConnectionAcceptedAsPodStopsIsServed(t *testing.T) {
+	privtest.Require(t)
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
+	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	gs := gatedSockets{Sockets: NewNetnsSockets(tp.handle(t, "pa"), DefaultMark), accepted: make(chan struct{}, 1), gate: make(chan struct{})}
+	za := startZtunnel(t, ctx, ca, Pod{UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a", Sockets: gs})
+	zb := startZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
+		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)})
+	wa, wb, svc := workloads()
+	for _, z := range []*ztunnel{za, zb} {
+		z.tables.UpsertWorkload(wa)
+		z.tables.UpsertWorkload(wb)
+		z.tables.UpsertService(svc)
+	}
+	echoServer(t, ctx, hpb, "8080")
+
+	const msg = "accepted as the pod stopped"
+	type result struct {
+		got string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer dcancel()
+		c, err := hpa.Dial(dctx, "10.77.2.2:8080", netns.SocketOptions{})
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		got, err := echo(c, msg)
+		done <- result{got, err}
+	}()
+	select {
+	case <-gs.accepted:
+	case r := <-done:
+		t.Fatalf("connection ended before ztunnel accepted it: %v", r.err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("ztunnel did not accept the connection")
+	}
+	za.proxy.RemovePod("pod-a") // cancels the pod, closes its listeners
+	close(gs.gate)
+	select {
+	case r := <-done:
+		if r.err != nil || r.got != msg {
+			t.Fatalf("connection accepted before the pod stopped: %q, %v; want it served", r.got, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer through the stopping pod")
 	}
 }
