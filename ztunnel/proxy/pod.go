@@ -35,12 +35,12 @@ type pod struct {
 	// for its client and is served and drained like the others, not
 	// refused with its request unread (a reset).
 	serving context.Context
-	client *hbone.Client
-	server *hbone.Server
-	lns    []net.Listener
-	wg     sync.WaitGroup // accept loops and the certificate prefetch
-	conns  sync.WaitGroup // connection handlers and relays
-	once   sync.Once
+	client  *hbone.Client
+	server  *hbone.Server
+	lns     []net.Listener
+	wg      sync.WaitGroup // accept loops and the certificate prefetch
+	conns   sync.WaitGroup // connection handlers and relays
+	once    sync.Once
 }
 
 func (p *Proxy) startPod(parent context.Context, pd Pod, id spiffeid.ID) (*pod, error) {
