@@ -164,26 +164,70 @@ func (h *Handle) Listen(ctx context.Context, addr string, o SocketOptions) (net.
 	return ln, nil
 }
 
-// Dial opens a TCP connection to addr from inside h. The socket is created in h; the
-// connect completes on the same locked thread.
+// Dial opens a TCP connection to addr from inside h. Only the socket is
+// made in h (a socket belongs to the namespace it was created in, whatever
+// thread uses it later): the connect and its wait happen on any thread, as
+// every other dial's do. A dial that waited for its connect on a thread
+// locked in h kept that thread from the scheduler meanwhile; under a
+// thousand new connections a second the runtime started threads to make up
+// for them (35 in a ztunnel that needed 10), and each wake-up of such a dial
+// was a hand-off to its own thread.
 func (h *Handle) Dial(ctx context.Context, addr string, o SocketOptions) (net.Conn, error) {
-	var conn net.Conn
-	err := h.Do(func() error {
-		d := net.Dialer{Control: o.control, KeepAlive: o.keepAlive()}
-		if o.Source.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
+	d := net.Dialer{KeepAlive: o.keepAlive(), Control: func(network, address string, c syscall.RawConn) error {
+		if err := h.swapSocket(c); err != nil {
+			return err
 		}
-		var err error
-		conn, err = d.DialContext(ctx, "tcp", addr)
-		return err
-	})
+		return o.control(network, address, c)
+	}}
+	if o.Source.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
+	}
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
 		return nil, fmt.Errorf("dial %s in netns: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// swapSocket replaces the socket behind c, which the runtime has just made
+// in this thread's namespace and not yet bound, connected or registered
+// with its poller (net.Dialer.Control runs in between), with one of the
+// same family made in h: dup3 puts the new socket under the same
+// descriptor number, so the runtime goes on with it unaware.
+func (h *Handle) swapSocket(c syscall.RawConn) error {
+	var err error
+	cerr := c.Control(func(fd uintptr) {
+		var domain int
+		if domain, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+			err = fmt.Errorf("SO_DOMAIN: %w", err)
+			return
+		}
+		var ns int
+		err = h.Do(func() error {
+			var serr error
+			ns, serr = unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			return serr
+		})
+		if err != nil {
+			err = fmt.Errorf("socket in netns: %w", err)
+			return
+		}
+		defer unix.Close(ns)
+		if domain == unix.AF_INET6 {
+			// As the runtime sets it on its own sockets for a "tcp" dial.
+			if err = unix.SetsockoptInt(ns, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+				err = fmt.Errorf("IPV6_V6ONLY: %w", err)
+				return
+			}
+		}
+		if err = unix.Dup3(ns, int(fd), unix.O_CLOEXEC); err != nil {
+			err = fmt.Errorf("dup3: %w", err)
+		}
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // OriginalDst returns the destination a redirected (iptables REDIRECT/DNAT) IPv4 TCP

@@ -308,3 +308,124 @@ func keepAliveOf(t *testing.T, c net.Conn) int {
 	}
 	return v
 }
+
+// socketNetnsInode is the inode of the network namespace c's socket
+// belongs to (SIOCGSKNS), to compare with a namespace file's.
+func socketNetnsInode(t *testing.T, c net.Conn) uint64 {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ino uint64
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		var nsfd int
+		if nsfd, ierr = unix.IoctlRetInt(int(fd), unix.SIOCGSKNS); ierr != nil {
+			return
+		}
+		defer unix.Close(nsfd)
+		var st unix.Stat_t
+		if ierr = unix.Fstat(nsfd, &st); ierr == nil {
+			ino = st.Ino
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatalf("SIOCGSKNS: %v", ierr)
+	}
+	return ino
+}
+
+func fileInode(t *testing.T, fd uintptr) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// Dial makes its socket in the namespace and connects it from any thread:
+// concurrent dials reach a listener only the namespace has, each socket
+// belongs to the namespace, and the dialing goroutines' threads are back
+// home.
+func TestPrivilegedDialMakesTheSocketInTheNamespace(t *testing.T) {
+	_, h := testNetns(t)
+	ln, err := h.Listen(context.Background(), "10.9.9.1:0", SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "in the namespace")
+			c.Close()
+		}
+	}()
+	home, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home.Close()
+	want, homeIno := fileInode(t, h.Fd()), fileInode(t, home.Fd())
+	errs := make(chan error, 20)
+	for range cap(errs) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := h.Dial(ctx, ln.Addr().String(), SocketOptions{Mark: 0x539})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if got := socketNetnsInode(t, c); got != want {
+				errs <- fmt.Errorf("socket in namespace %d, want %d", got, want)
+				return
+			}
+			mark, err := getsockoptInt(c, unix.SOL_SOCKET, unix.SO_MARK)
+			if err != nil || mark != 0x539 {
+				errs <- fmt.Errorf("SO_MARK %#x, %w: options must apply to the namespace's socket", mark, err)
+				return
+			}
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "in the namespace" {
+				errs <- fmt.Errorf("read %q, %w", b, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	now, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer now.Close()
+	if fileInode(t, now.Fd()) != homeIno {
+		t.Error("this thread is not in the process's namespace after the dials")
+	}
+}
+
+func getsockoptInt(c net.Conn, level, opt int) (int, error) {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
+		return 0, err
+	}
+	return v, gerr
+}
