@@ -70,10 +70,7 @@ func TestPrivilegedTunnelToClosedPortIs503(t *testing.T) {
 		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, func(c *Config) {
 		c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
-	wa, wb, svc := workloads()
-	zb.tables.UpsertWorkload(wa)
-	zb.tables.UpsertWorkload(wb)
-	zb.tables.UpsertService(svc)
+	configure(zb)
 	peers := echoServer(t, ctx, hpb, "8080")
 
 	certs, err := identity.NewManager(identity.Config{TrustDomain: td, Issuer: identity.IssuerFunc(

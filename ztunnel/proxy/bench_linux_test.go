@@ -105,12 +105,7 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 		Sockets: NewNetnsSockets(tp.handle(b, "pa"), DefaultMark)})
 	zb := startZtunnel(b, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
 		Sockets: NewNetnsSockets(tp.handle(b, "pb"), DefaultMark)})
-	wa, wb, svc := workloads()
-	for _, z := range []*ztunnel{za, zb} {
-		z.tables.UpsertWorkload(wa)
-		z.tables.UpsertWorkload(wb)
-		z.tables.UpsertService(svc)
-	}
+	configure(za, zb)
 	echoServer(b, ctx, hpb, "8080")
 	echoServer(b, ctx, hnb, "9000")
 	sinkServer(b, ctx, hpb, "8081")

@@ -608,10 +608,7 @@ func ztunnelChild(b *testing.B, specJSON string) error {
 	})
 	z := runZtunnel(b, ctx, issuer, Pod{UID: spec.UID, Name: spec.Name, Namespace: spec.Namespace,
 		ServiceAccount: spec.ServiceAccount, Sockets: NewNetnsSockets(h, DefaultMark)}, nil)
-	wa, wb, svc := workloads()
-	z.tables.UpsertWorkload(wa)
-	z.tables.UpsertWorkload(wb)
-	z.tables.UpsertService(svc)
+	configure(z)
 	fmt.Println("ready")
 	return answerCommands(z.proxy.Connections)
 }

@@ -203,10 +203,7 @@ func startPodB(t *testing.T, ctx context.Context, ca *hbonetest.CA, tp *topology
 	t.Helper()
 	zb := startTunedZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
 		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, tune)
-	wa, wb, svc := workloads()
-	zb.tables.UpsertWorkload(wa)
-	zb.tables.UpsertWorkload(wb)
-	zb.tables.UpsertService(svc)
+	configure(zb)
 	startEcho(t, tp.ns("pb"), 8080)
 	return zb
 }

@@ -80,6 +80,17 @@ func startZtunnel(t testing.TB, ctx context.Context, ca *hbonetest.CA, pod Pod) 
 }
 
 // echoServer serves echo on port inside h and reports client addresses.
+// configure gives each ztunnel the test workloads (pods a and b) and the
+// service.
+func configure(zs ...*ztunnel) {
+	wa, wb, svc := workloads()
+	for _, z := range zs {
+		z.tables.UpsertWorkload(wa)
+		z.tables.UpsertWorkload(wb)
+		z.tables.UpsertService(svc)
+	}
+}
+
 func echoServer(t testing.TB, ctx context.Context, h *netns.Handle, port string) <-chan netip.AddrPort {
 	ln, err := h.Listen(ctx, ":"+port, netns.SocketOptions{})
 	if err != nil {

@@ -164,12 +164,7 @@ func TestPrivilegedConnectionAcceptedAsPodStopsIsServed(t *testing.T) {
 	za := startZtunnel(t, ctx, ca, Pod{UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a", Sockets: gs})
 	zb := startZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
 		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)})
-	wa, wb, svc := workloads()
-	for _, z := range []*ztunnel{za, zb} {
-		z.tables.UpsertWorkload(wa)
-		z.tables.UpsertWorkload(wb)
-		z.tables.UpsertService(svc)
-	}
+	configure(za, zb)
 	echoServer(t, ctx, hpb, "8080")
 
 	const msg = "accepted as the pod stopped"
