@@ -61,6 +61,9 @@ type benchPath struct {
 	// measured idle, since its four sockets per connection in this
 	// process would exceed the file limit.
 	floor bool
+	// persistentOnly skips the new-connection mode (a path that makes a
+	// TLS handshake per connection).
+	persistentOnly bool
 	// from, when set, is where the client dials from instead of pod a.
 	from *nsDialer
 }
@@ -113,6 +116,7 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 	st := startStunnelPair(b, stunnel, tp)
 	startRelayPair(b, ctx, tp)
 	podFloor := startInPodRelayPair(b, ctx, tp)
+	tlsFloor := startInPodTLSRelayPair(b, ctx, tp, ca)
 
 	marked := netns.SocketOptions{Mark: DefaultMark}
 	paths := []benchPath{
@@ -121,6 +125,7 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 		{name: "stunnel4 x2", echo: "10.77.1.1:19000", sink: "10.77.1.1:19001", opts: marked, pids: st.pids},
 		{name: "TCP relay x2", echo: "10.77.1.1:19100", sink: "10.77.1.1:19101", opts: marked, floor: true},
 		{name: "in-pod relay x2", echo: "10.77.4.2:8080", sink: "10.77.4.2:8081", floor: true, from: podFloor},
+		{name: "in-pod TLS relay x2", echo: "10.77.6.2:8080", sink: "10.77.6.2:8081", floor: true, persistentOnly: true, from: tlsFloor},
 	}
 	client := newNsDialer(b, hpa)
 	if err := waitEcho(client, paths[2]); err != nil {
@@ -170,8 +175,11 @@ func BenchmarkPrivilegedZtunnel(b *testing.B) {
 	b.Run("latency-new-conn", func(b *testing.B) {
 		// stunnel4 last: it cannot keep up, and the backlog it is left
 		// with would load the machine under the next path.
-		for _, i := range []int{0, 1, 3, 4, 2} {
+		for _, i := range []int{0, 1, 3, 4, 5, 2} {
 			p := paths[i]
+			if p.persistentOnly {
+				continue
+			}
 			l := newConnLatency(client, p)
 			res[i].newConn = l
 			b.ReportMetric(us(l.p50), metricName(p.name, "p50-us"))
@@ -287,8 +295,8 @@ func table(paths []benchPath, res []benchResult) string {
 		return fmt.Sprintf("%.1f", float64(r.idle.goroutines)/float64(max(1, r.idle.conns)))
 	})
 	w.Flush()
-	fmt.Fprintf(&sb, "ztunnel vs stunnel4 throughput: %.2fx; vs the plain relay pairs (floors of two hops): %.2fx at the nodes, %.2fx in the pods; ztunnel CPU per 1,000 req/s (both ztunnels, persistent): %.1f%% of a core\n",
-		z.mbps/res[2].mbps, z.mbps/res[3].mbps, z.mbps/res[4].mbps, 100*(z.persistent.cpu-d.persistent.cpu))
+	fmt.Fprintf(&sb, "ztunnel vs stunnel4 throughput: %.2fx; vs the plain relay pairs (floors of two hops): %.2fx at the nodes, %.2fx in the pods; vs the in-pod TLS relay pair: %.2fx; ztunnel CPU per 1,000 req/s (both ztunnels, persistent): %.1f%% of a core\n",
+		z.mbps/res[2].mbps, z.mbps/res[3].mbps, z.mbps/res[4].mbps, z.mbps/res[5].mbps, 100*(z.persistent.cpu-d.persistent.cpu))
 	return sb.String()
 }
 
