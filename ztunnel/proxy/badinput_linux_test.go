@@ -18,10 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambit-mesh/ambit/internal/hbone"
-	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
 	"github.com/ambit-mesh/ambit/internal/identity"
 	"github.com/ambit-mesh/ambit/internal/netns"
-	"github.com/ambit-mesh/ambit/internal/privtest"
 )
 
 // logBuffer collects log output for assertions.
@@ -58,13 +56,7 @@ next:
 // reported as refused, and the first tunnel, the shared connection and new
 // tunnels are unaffected.
 func TestPrivilegedTunnelToClosedPortIs503(t *testing.T) {
-	privtest.Require(t)
-	tp := newTopology(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ca := hbonetest.NewCA(t, "cluster.local")
-	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
-	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	tp, ctx, ca, hpa, hpb := twoPods(t)
 	logs := &logBuffer{}
 	zb := startTunedZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",
 		Sockets: NewNetnsSockets(tp.handle(t, "pb"), DefaultMark)}, func(c *Config) {

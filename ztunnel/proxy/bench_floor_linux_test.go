@@ -91,6 +91,22 @@ func spliceRelay(ctx context.Context, in net.Conn, h *netns.Handle, addr string,
 	wg.Wait()
 }
 
+// addFloorPods adds a pod to each node, client on node a and server on node
+// b (each with the CNI's in-pod rules, its subnet's .2, the veth named veth
+// in its node), routes between them, and an echo server (8080) and a sink
+// (8081) in the server pod; it returns handles on both.
+func addFloorPods(b *testing.B, ctx context.Context, tp *topology, client, server, veth, clientNet, serverNet string) (*netns.Handle, *netns.Handle) {
+	tp.addPod(b, "na", client, veth, clientNet)
+	tp.addPod(b, "nb", server, veth, serverNet)
+	run(b, "ip", "-n", tp.ns("na"), "route", "add", serverNet+".0/24", "via", "192.168.77.2")
+	run(b, "ip", "-n", tp.ns("nb"), "route", "add", clientNet+".0/24", "via", "192.168.77.1")
+	hc, hs := tp.handle(b, client), tp.handle(b, server)
+	b.Cleanup(func() { hc.Close(); hs.Close() })
+	echoServer(b, ctx, hs, "8080")
+	sinkServer(b, ctx, hs, "8081")
+	return hc, hs
+}
+
 // startInPodRelayPair measures the floor of the ambient topology itself: it
 // adds a second pod to each node (pc on node a, 10.77.3.2; pd on node b,
 // 10.77.4.2) with the CNI's in-pod rules, an echo server (8080) and a sink
@@ -104,14 +120,7 @@ func spliceRelay(ctx context.Context, in net.Conn, h *netns.Handle, addr string,
 func startInPodRelayPair(b *testing.B, ctx context.Context, tp *topology) *nsDialer {
 	ctx, cancel := context.WithCancel(ctx)
 	b.Cleanup(cancel)
-	tp.addPod(b, "na", "pc", "veth1", "10.77.3")
-	tp.addPod(b, "nb", "pd", "veth1", "10.77.4")
-	run(b, "ip", "-n", tp.ns("na"), "route", "add", "10.77.4.0/24", "via", "192.168.77.2")
-	run(b, "ip", "-n", tp.ns("nb"), "route", "add", "10.77.3.0/24", "via", "192.168.77.1")
-	hpc, hpd := tp.handle(b, "pc"), tp.handle(b, "pd")
-	b.Cleanup(func() { hpc.Close(); hpd.Close() })
-	echoServer(b, ctx, hpd, "8080")
-	sinkServer(b, ctx, hpd, "8081")
+	hpc, hpd := addFloorPods(b, ctx, tp, "pc", "pd", "veth1", "10.77.3", "10.77.4")
 	marked := netns.SocketOptions{Mark: DefaultMark}
 	for _, r := range []struct {
 		h    *netns.Handle
@@ -145,14 +154,7 @@ func startInPodRelayPair(b *testing.B, ctx context.Context, tp *topology) *nsDia
 func startInPodTLSRelayPair(b *testing.B, ctx context.Context, tp *topology, ca *hbonetest.CA) *nsDialer {
 	ctx, cancel := context.WithCancel(ctx)
 	b.Cleanup(cancel)
-	tp.addPod(b, "na", "pe", "veth2", "10.77.5")
-	tp.addPod(b, "nb", "pf", "veth2", "10.77.6")
-	run(b, "ip", "-n", tp.ns("na"), "route", "add", "10.77.6.0/24", "via", "192.168.77.2")
-	run(b, "ip", "-n", tp.ns("nb"), "route", "add", "10.77.5.0/24", "via", "192.168.77.1")
-	hpe, hpf := tp.handle(b, "pe"), tp.handle(b, "pf")
-	b.Cleanup(func() { hpe.Close(); hpf.Close() })
-	echoServer(b, ctx, hpf, "8080")
-	sinkServer(b, ctx, hpf, "8081")
+	hpe, hpf := addFloorPods(b, ctx, tp, "pe", "pf", "veth2", "10.77.5", "10.77.6")
 	svid := ca.SVID(b, "spiffe://cluster.local/ns/floor/sa/tls")
 	cert := tls.Certificate{Certificate: [][]byte{svid.Certificates[0].Raw}, PrivateKey: svid.PrivateKey}
 	roots := x509.NewCertPool()

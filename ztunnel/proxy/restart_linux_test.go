@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
 	"github.com/ambit-mesh/ambit/internal/netns"
-	"github.com/ambit-mesh/ambit/internal/privtest"
 )
 
 // TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes restarts each ztunnel
@@ -19,13 +17,7 @@ import (
 // throughout, new connections work within 1 s of each takeover, and they are
 // served by the new instances.
 func TestPrivilegedRestartKeepsConnectionsAndTakesNewOnes(t *testing.T) {
-	privtest.Require(t)
-	tp := newTopology(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ca := hbonetest.NewCA(t, "cluster.local")
-	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
-	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	tp, ctx, ca, hpa, hpb := twoPods(t)
 	// Old instances drain longer than the test runs: the long-lived
 	// connection must survive on the old ones, not be cut at the deadline.
 	tune := func(c *Config) {
@@ -153,13 +145,7 @@ func (l gatedListener) Accept() (net.Conn, error) {
 // drain, like any established one, not refused (its request unread, the
 // client would see a reset).
 func TestPrivilegedConnectionAcceptedAsPodStopsIsServed(t *testing.T) {
-	privtest.Require(t)
-	tp := newTopology(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ca := hbonetest.NewCA(t, "cluster.local")
-	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
-	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	tp, ctx, ca, hpa, hpb := twoPods(t)
 	gs := gatedSockets{Sockets: NewNetnsSockets(tp.handle(t, "pa"), DefaultMark), accepted: make(chan struct{}, 1), gate: make(chan struct{})}
 	za := startZtunnel(t, ctx, ca, Pod{UID: "pod-a", Name: "a", Namespace: "ns-a", ServiceAccount: "sa-a", Sockets: gs})
 	zb := startZtunnel(t, ctx, ca, Pod{UID: "pod-b", Name: "b", Namespace: "ns-b", ServiceAccount: "sa-b",

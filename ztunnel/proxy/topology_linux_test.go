@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ambit-mesh/ambit/internal/hbone/hbonetest"
 	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/privtest"
 )
 
 // podRulesGolden is the in-pod ruleset exactly as the CNI installs it
@@ -176,3 +179,18 @@ func (s *sniffer) waitSeen(b []byte) bool {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// twoPods is what most privileged tests start from: the topology (skipping
+// unless privileged), a context ended at cleanup, a test CA, and handles on
+// pods a and b.
+func twoPods(t *testing.T) (*topology, context.Context, *hbonetest.CA, *netns.Handle, *netns.Handle) {
+	t.Helper()
+	privtest.Require(t)
+	tp := newTopology(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := hbonetest.NewCA(t, "cluster.local")
+	hpa, hpb := tp.handle(t, "pa"), tp.handle(t, "pb")
+	t.Cleanup(func() { hpa.Close(); hpb.Close() })
+	return tp, ctx, ca, hpa, hpb
+}
