@@ -41,18 +41,19 @@ type Stream struct {
 	readWake    chan struct{}
 	writeWake   chan struct{}
 	buf         dataBuffer
-	peeking     bool     // WriteTo or a drainer is writing out of buf's chunks
-	iov         [][]byte // their vector, kept to spare an allocation
-	sink        *sink    // set while drainTo is writing the stream out
-	recvEnd     bool     // peer sent END_STREAM
+	sink        *sink // set while drainTo is writing the stream out
 	recvErr     error
 	recvWindow  int64 // credit the peer holds on this stream
 	recvUnacked int64
 	sendWindow  int64
-	sentEnd     bool
 	sendErr     error
-	closed      bool // Close was called
-	removed     bool // no longer in sess.streams
+	// Together, so that they share a word: tens of thousands of idle
+	// streams are held at once.
+	peeking bool // WriteTo or a drainer is writing out of buf's chunks
+	recvEnd bool // peer sent END_STREAM
+	sentEnd bool
+	closed  bool // Close was called
+	removed bool // no longer in sess.streams
 
 	resp chan struct{}
 	// Server side: the handler's context, canceled when the stream is over
@@ -122,13 +123,15 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 // sess.mu, with data buffered, and returns without sess.mu.
 func (st *Stream) writeOutLocked(w io.Writer) (int64, error) {
 	s := st.sess
-	bufs := net.Buffers(st.buf.peekAll(st.iov[:0]))
-	st.iov = bufs
+	iov := iovPool.Get().(*[][]byte)
+	*iov = st.buf.peekAll((*iov)[:0])
+	bufs := net.Buffers(*iov)
 	st.peeking = true
 	s.mu.Unlock()
 
 	n, err := bufs.WriteTo(w)
-	clear(st.iov)
+	clear(*iov)
+	iovPool.Put(iov)
 
 	s.mu.Lock()
 	st.peeking = false
@@ -141,6 +144,10 @@ func (st *Stream) writeOutLocked(w io.Writer) (int64, error) {
 	s.mu.Unlock()
 	return n, err
 }
+
+// iovPool holds the vectors writeOutLocked hands to writev: a stream keeps
+// none of its own (an idle stream's after bulk data would be kilobytes).
+var iovPool = sync.Pool{New: func() any { return new([][]byte) }}
 
 // sink is where drainTo writes a stream out.
 type sink struct {
