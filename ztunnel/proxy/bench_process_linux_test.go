@@ -279,7 +279,7 @@ func measureIdle(b *testing.B, cs []*childProcess, client *nsDialer, path benchP
 		}
 	}
 	// A warm-up connection has been closed; a pooled HBONE connection
-	// stays (it idles out after 90 s).
+	// stays (it idles out after hbone.DefaultIdleTimeout, 5 minutes).
 	time.Sleep(2500 * time.Millisecond)
 	base := snap("gc")
 	conns, err := openIdle(client, path.echo, path.opts, idleTunnels)
