@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ambit-mesh/ambit/internal/shrink"
 )
 
 // sockHalf is a Bridge direction reading a socket: a goroutine copies
@@ -110,6 +112,7 @@ type parker struct {
 	running bool  // the epoll_wait goroutine
 	nextID  uint64
 	parked  map[uint64]*parkEntry
+	peak    int // parked's largest size since it was last rebuilt (shrink.Map)
 }
 
 // parkEntry is a parkable socket; the same entry serves all its parkings.
@@ -144,6 +147,7 @@ func (p *parker) park(e *parkEntry) bool {
 		e.id = p.nextID
 	}
 	p.parked[e.id] = e
+	p.parked = shrink.Map(p.parked, &p.peak)
 	if !p.running {
 		p.running = true
 		go p.loop()
@@ -197,6 +201,7 @@ func (p *parker) take(e *parkEntry) bool {
 		return false
 	}
 	delete(p.parked, e.id)
+	p.parked = shrink.Map(p.parked, &p.peak)
 	return true
 }
 
@@ -230,6 +235,7 @@ func (p *parker) loop() {
 			swept = time.Now()
 			ready = p.closedLocked(ready)
 		}
+		p.parked = shrink.Map(p.parked, &p.peak)
 		stop := n == 0 && len(p.parked) == 0
 		if stop {
 			p.running = false

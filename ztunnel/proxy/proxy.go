@@ -24,6 +24,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambit-mesh/ambit/internal/hbone"
+	"github.com/ambit-mesh/ambit/internal/shrink"
 	"github.com/ambit-mesh/ambit/ztunnel/authz"
 	"github.com/ambit-mesh/ambit/ztunnel/state"
 )
@@ -101,6 +102,9 @@ type Proxy struct {
 	pods    map[string]*pod
 	conns   map[*tracked]struct{}
 	stopped bool
+	// connsPeak is conns' largest size since it was last rebuilt
+	// (shrink.Map: a burst's room goes back once it is over).
+	connsPeak int
 
 	stopping sync.WaitGroup // pods being removed
 	running  chan struct{}  // closed when Run starts
@@ -294,12 +298,14 @@ func (p *Proxy) track(t *tracked) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.conns[t] = struct{}{}
+	p.conns = shrink.Map(p.conns, &p.connsPeak)
 }
 
 func (p *Proxy) untrack(t *tracked) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.conns, t)
+	p.conns = shrink.Map(p.conns, &p.connsPeak)
 }
 
 // recheck closes inbound connections the current policies deny.
