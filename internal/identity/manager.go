@@ -98,10 +98,15 @@ func NewManager(cfg Config) (*Manager, error) {
 func (m *Manager) Current(id spiffeid.ID) *x509svid.SVID {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e := m.entries[id]; e != nil && e.svid != nil && m.cfg.Now().Before(e.svid.Certificates[0].NotAfter) {
+	if e := m.entries[id]; e != nil && m.validLocked(e) {
 		return e.svid
 	}
 	return nil
+}
+
+// validLocked reports whether e holds a certificate that has not expired.
+func (m *Manager) validLocked(e *entry) bool {
+	return e.svid != nil && m.cfg.Now().Before(e.svid.Certificates[0].NotAfter)
 }
 
 // SVID returns id's certificate, fetching it first if there is none (other
@@ -114,7 +119,7 @@ func (m *Manager) SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, err
 			e = &entry{}
 			m.entries[id] = e
 		}
-		if e.svid != nil && m.cfg.Now().Before(e.svid.Certificates[0].NotAfter) {
+		if m.validLocked(e) {
 			sv := e.svid
 			m.mu.Unlock()
 			return sv, nil

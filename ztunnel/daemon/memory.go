@@ -39,8 +39,7 @@ type memoryReleaser struct {
 
 func newMemoryReleaser() *memoryReleaser {
 	m := &memoryReleaser{allocs: []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}}
-	m.last = m.read()
-	m.lastRelease = m.last
+	m.released() // the baseline: a burst is counted from here
 	return m
 }
 
