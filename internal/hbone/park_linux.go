@@ -36,18 +36,11 @@ type deadlineReader interface {
 // newSockHalf returns the direction copying src to dst if src is a socket
 // the parker can watch, else nil.
 func newSockHalf(br *Bridge, i int, dst io.Writer, src io.Reader) *sockHalf {
-	if !isSocket(src) {
+	rc := socketRaw(src)
+	if rc == nil {
 		return nil
 	}
-	sc := src.(interface {
-		deadlineReader
-		syscall.Conn
-	})
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	h := &sockHalf{br: br, i: i, dst: dst, src: sc}
+	h := &sockHalf{br: br, i: i, dst: dst, src: src.(deadlineReader)}
 	h.park = parkEntry{rc: rc, resume: h} // an interface: no closure to allocate
 	return h
 }

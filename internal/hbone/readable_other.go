@@ -22,8 +22,8 @@ func (pr *pooledReader) read() (*[]byte, int, error) { return readPlain(pr.r, pr
 // writeNow writes nothing here: the caller's fallback (a goroutine) does.
 func writeNow(syscall.RawConn, []byte) int { return 0 }
 
-// socketRaw returns nil: sessions do not idle here.
-func socketRaw(net.Conn) syscall.RawConn { return nil }
+// idleRaw returns nil: sessions do not idle here.
+func idleRaw(net.Conn) syscall.RawConn { return nil }
 
 // waitReadable is not called here.
 func waitReadable(syscall.RawConn) {}

@@ -31,12 +31,9 @@ type pooledReader struct {
 }
 
 func newPooledReader(r io.Reader) *pooledReader {
-	pr := &pooledReader{r: r}
-	if sc, ok := r.(syscall.Conn); ok && isSocket(r) {
-		if rc, err := sc.SyscallConn(); err == nil {
-			pr.rc = rc
-			pr.fn = pr.readFD
-		}
+	pr := &pooledReader{r: r, rc: socketRaw(r)}
+	if pr.rc != nil {
+		pr.fn = pr.readFD
 	}
 	return pr
 }
@@ -102,18 +99,9 @@ func writeNow(raw syscall.RawConn, data []byte) int {
 	return n
 }
 
-// socketRaw returns c's RawConn if c is a socket a session's read loop can
+// idleRaw returns c's RawConn if c is a socket a session's read loop can
 // wait on when idle (waitReadable), else nil.
-func socketRaw(c net.Conn) syscall.RawConn {
-	if !isSocket(c) {
-		return nil
-	}
-	raw, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
-}
+func idleRaw(c net.Conn) syscall.RawConn { return socketRaw(c) }
 
 // waitReadable waits until raw's socket has something to read (data, EOF,
 // an error) or the wait fails (a deadline, a close), reading nothing. The

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -220,4 +221,16 @@ func isSocket(v any) bool {
 		return true
 	}
 	return false
+}
+
+// socketRaw returns v's RawConn if v is a socket (isSocket), else nil.
+func socketRaw(v any) syscall.RawConn {
+	if !isSocket(v) {
+		return nil
+	}
+	rc, err := v.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }

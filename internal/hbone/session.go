@@ -136,7 +136,7 @@ func newSession(ctx context.Context, nc net.Conn, raw *batchConn, client bool, p
 	}
 	s.rd = frameReader{s: s}
 	if raw != nil {
-		s.rd.raw = socketRaw(raw.Conn)
+		s.rd.raw = idleRaw(raw.Conn)
 	}
 	s.fr = s.newFramer(hpack.NewDecoder(4096, nil))
 	s.henc = hpack.NewEncoder(&s.hbuf)

@@ -201,12 +201,7 @@ func (st *Stream) startSink(k *sink) {
 	s := st.sess
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := k.w
-	if sc, ok := w.(syscall.Conn); ok && isSocket(w) {
-		if raw, err := sc.SyscallConn(); err == nil {
-			k.raw = raw
-		}
-	}
+	k.raw = socketRaw(k.w)
 	st.sink = k
 	if st.buf.len() > 0 || st.readErrLocked() != nil {
 		st.kickLocked()
