@@ -295,47 +295,42 @@ func TestPrivilegedNoKeepAliveTurnsOffGoDefault(t *testing.T) {
 
 func keepAliveOf(t *testing.T, c net.Conn) int {
 	t.Helper()
-	rc, err := c.(*net.TCPConn).SyscallConn()
+	v, err := getsockoptInt(c, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		v, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
-	}); err != nil || serr != nil {
-		t.Fatalf("SO_KEEPALIVE: %v %v", err, serr)
+		t.Fatalf("SO_KEEPALIVE: %v", err)
 	}
 	return v
+}
+
+// withFD runs f on c's descriptor.
+func withFD(c net.Conn, f func(fd int) error) error {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // socketNetnsInode is the inode of the network namespace c's socket
 // belongs to (SIOCGSKNS), to compare with a namespace file's.
 func socketNetnsInode(t *testing.T, c net.Conn) uint64 {
 	t.Helper()
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ino uint64
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		var nsfd int
-		if nsfd, ierr = unix.IoctlRetInt(int(fd), unix.SIOCGSKNS); ierr != nil {
-			return
+	var st unix.Stat_t
+	if err := withFD(c, func(fd int) error {
+		nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+		if err != nil {
+			return err
 		}
 		defer unix.Close(nsfd)
-		var st unix.Stat_t
-		if ierr = unix.Fstat(nsfd, &st); ierr == nil {
-			ino = st.Ino
-		}
+		return unix.Fstat(nsfd, &st)
 	}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("SIOCGSKNS: %v", err)
 	}
-	if ierr != nil {
-		t.Fatalf("SIOCGSKNS: %v", ierr)
-	}
-	return ino
+	return st.Ino
 }
 
 func fileInode(t *testing.T, fd uintptr) uint64 {
@@ -418,14 +413,10 @@ func TestPrivilegedDialMakesTheSocketInTheNamespace(t *testing.T) {
 }
 
 func getsockoptInt(c net.Conn, level, opt int) (int, error) {
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		return 0, err
-	}
 	var v int
-	var gerr error
-	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
-		return 0, err
-	}
-	return v, gerr
+	err := withFD(c, func(fd int) (err error) {
+		v, err = unix.GetsockoptInt(fd, level, opt)
+		return err
+	})
+	return v, err
 }

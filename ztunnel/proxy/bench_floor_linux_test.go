@@ -79,15 +79,26 @@ func spliceRelay(ctx context.Context, in net.Conn, h *netns.Handle, addr string,
 		return
 	}
 	defer out.Close()
-	stop := context.AfterFunc(ctx, func() { in.Close(); out.Close() })
+	copyBoth(ctx, in, out, func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src) // *net.TCPConn to *net.TCPConn: splice(2)
+	})
+}
+
+// copyBoth runs copy both ways between a and b until both directions end,
+// half-closing each destination as its source ends (a TLS connection's
+// CloseWrite sends close_notify), and closes both when ctx ends.
+func copyBoth(ctx context.Context, a, b net.Conn, copy func(dst, src net.Conn)) {
+	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	half := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src) // *net.TCPConn to *net.TCPConn: splice(2)
-		_ = dst.(*net.TCPConn).CloseWrite()
+		copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
 	}
-	wg.Go(func() { half(out, in) })
-	half(in, out)
+	wg.Go(func() { half(b, a) })
+	half(a, b)
 	wg.Wait()
 }
 
@@ -208,20 +219,9 @@ func startInPodTLSRelayPair(b *testing.B, ctx context.Context, tp *topology, ca 
 	return newNsDialer(b, hpe)
 }
 
-// bufferedRelay copies a and b both ways through 256 KiB buffers until both
-// end, passing half-closes on (a TLS connection's CloseWrite sends
-// close_notify), and closes both when ctx ends.
+// bufferedRelay is copyBoth through 256 KiB buffers.
 func bufferedRelay(ctx context.Context, a, b net.Conn) {
-	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
+	copyBoth(ctx, a, b, func(dst, src net.Conn) {
 		_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 256<<10))
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-	}
-	wg.Go(func() { half(b, a) })
-	half(a, b)
-	wg.Wait()
+	})
 }
