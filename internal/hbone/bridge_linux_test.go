@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -154,6 +158,7 @@ func TestBridgeResetWhileParkedClosesBoth(t *testing.T) {
 }
 
 func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
+	keepAttached(t) // a detached socket cannot be closed behind the bridge's back
 	_, in := tcpPair(t)
 	out, _ := tcpPair(t)
 	br, done := startBridge(t, in, out)
@@ -167,6 +172,12 @@ func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
 	if parked(br, 0) || parked(br, 1) {
 		t.Error("a closed socket is still parked")
 	}
+}
+
+// keepAttached turns detaching off for the test.
+func keepAttached(t *testing.T) {
+	idleParker.keepAttached.Store(true)
+	t.Cleanup(func() { idleParker.keepAttached.Store(false) })
 }
 
 // runFunc adapts a function to a parkEntry's resume.
@@ -367,4 +378,202 @@ func drainers() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return bytes.Count(buf, []byte("hbone.(*Stream).drain("))
+}
+
+// detachParked has the parker detach its parked sockets, as its sweep
+// does, and waits until want sockets are detached.
+func detachParked(t *testing.T, want int) {
+	t.Helper()
+	idleParker.detachParked()
+	until(t, fmt.Sprintf("%d sockets are detached", want), func() bool { return DetachedSockets() == want })
+}
+
+// attached reports whether each side of br is a socket held in the net
+// package (false: detached, or not a socket).
+func attached(br *Bridge) [2]bool {
+	var out [2]bool
+	for i, side := range []io.ReadWriteCloser{br.a, br.b} {
+		if h, ok := side.(*heldSock); ok {
+			out[i] = h.attached.Load()
+		}
+	}
+	return out
+}
+
+// openSockets counts the process's open descriptors of sockets (splice's
+// cached pipes come and go with collections).
+func openSockets(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// epollTargets lists the descriptors registered with the parker's epoll
+// instance (the kernel's own account: /proc/self/fdinfo).
+func epollTargets(t *testing.T) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", idleParker.epollFD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	for _, line := range strings.Split(string(b), "\n") {
+		var fd int
+		if _, err := fmt.Sscanf(line, "tfd: %d", &fd); err == nil {
+			fds = append(fds, fd)
+		}
+	}
+	slices.Sort(fds)
+	return fds
+}
+
+// heldFDs lists the descriptors of br's detached sockets.
+func heldFDs(br *Bridge) []int {
+	var fds []int
+	for _, side := range []io.ReadWriteCloser{br.a, br.b} {
+		if h, ok := side.(*heldSock); ok {
+			h.mu.Lock()
+			if h.c == nil && !h.closed {
+				fds = append(fds, h.fd)
+			}
+			h.mu.Unlock()
+		}
+	}
+	slices.Sort(fds)
+	return fds
+}
+
+// An idle bridge's sockets leave the net package (same descriptors in
+// number, no FIN to either peer) and come back for data both ways, a
+// half-close each way and the end, with the byte counts whole.
+func TestBridgeDetachesIdleSocketsAndAttachesThemForData(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	before, fds := DetachedSockets(), openSockets(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+	detachParked(t, before+2)
+	if a := attached(br); a[0] || a[1] {
+		t.Fatalf("attached after the sweep: %v", a)
+	}
+	if n := openSockets(t); n != fds {
+		t.Fatalf("%d descriptors open with the sockets detached, want %d", n, fds)
+	}
+	// Each socket is registered once, by its new descriptor: a registration
+	// left on the closed one would live as long as the socket.
+	if got, want := epollTargets(t), heldFDs(br); !slices.Equal(got, want) {
+		t.Fatalf("parker's epoll set holds descriptors %v, want the detached sockets' %v", got, want)
+	}
+	for range 2 { // detached, woken by data, parked and detached again
+		io.WriteString(client, "hello")
+		expectRead(t, upstream, "hello")
+		io.WriteString(upstream, "world!")
+		expectRead(t, client, "world!")
+		waitIdle(t, br, 0, 1)
+		detachParked(t, before+2)
+	}
+
+	client.CloseWrite()
+	expectEOF(t, upstream)
+	waitIdle(t, br, 1)
+	detachParked(t, before+1) // the upstream side, still open one way
+	io.WriteString(upstream, "late")
+	upstream.CloseWrite()
+	if b, err := io.ReadAll(client); err != nil || string(b) != "late" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	r := waitResult(t, done)
+	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
+		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
+	}
+	if n := DetachedSockets(); n != before {
+		t.Errorf("%d sockets detached after the bridge ended, want %d", n, before)
+	}
+	client.Close()
+	upstream.Close()
+	until(t, "the descriptors are closed", func() bool { return openSockets(t) == fds-4 })
+}
+
+// A detached socket written to from the other side (a half-close here,
+// which attaches it) must still wake its reading direction afterwards:
+// its parker registration moves to the new descriptor.
+func TestBridgeDetachedSocketAttachedByWriterStillWakesReader(t *testing.T) {
+	te := newTunnelEnv(t)
+	st := te.dial(t)
+	defer st.Close()
+	br, up := <-te.bridges, <-te.ups
+	before := DetachedSockets()
+	waitIdle(t, br, 1)
+	detachParked(t, before+1)
+	keepAttached(t) // no sweep may re-register the socket behind the test
+	up.SetDeadline(time.Now().Add(failTimeout))
+	st.SetDeadline(time.Now().Add(failTimeout))
+
+	io.WriteString(st, "inline") // the session's read loop writes to the bare descriptor
+	expectRead(t, up, "inline")
+	if a := attached(br); a[1] {
+		t.Fatal("an inline write attached the socket")
+	}
+	st.CloseWrite() // a drainer half-closes the socket: attached
+	expectEOF(t, up)
+	if a := attached(br); !a[1] {
+		t.Fatal("the socket is still detached after the half-close")
+	}
+	io.WriteString(up, "late") // the parked direction must wake
+	expectRead(t, st, "late")
+	up.CloseWrite()
+	expectEOF(t, st)
+	r := waitResult(t, te.results)
+	if r.err != nil || r.aToB != 6 || r.bToA != 4 {
+		t.Fatalf("bridge = %d, %d, %v; want 6, 4, nil", r.aToB, r.bToA, r.err)
+	}
+}
+
+func TestBridgeCloseWhileDetached(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	before, fds := DetachedSockets(), openSockets(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+	detachParked(t, before+2)
+
+	br.Close()
+	if r := waitResult(t, done); !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("bridge closed while detached reported %v, want net.ErrClosed", r.err)
+	}
+	expectEOF(t, client)
+	expectEOF(t, upstream)
+	if n := DetachedSockets(); n != before {
+		t.Errorf("%d sockets detached after the close, want %d", n, before)
+	}
+	if n := openSockets(t); n != fds-2 {
+		t.Errorf("%d descriptors open after the close, want %d", n, fds-2)
+	}
+	until(t, "the bridge's goroutines end", func() bool { return bridgeGoroutines() == 0 })
+}
+
+func TestBridgeResetWhileDetachedClosesBoth(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	before := DetachedSockets()
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+	detachParked(t, before+2)
+
+	client.SetLinger(0)
+	client.Close() // RST
+	r := waitResult(t, done)
+	if !errors.Is(r.err, syscall.ECONNRESET) {
+		t.Errorf("bridge reported %v, want ECONNRESET", r.err)
+	}
+	expectEOF(t, upstream)
 }

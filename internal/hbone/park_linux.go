@@ -23,25 +23,23 @@ type sockHalf struct {
 	br   *Bridge
 	i    int
 	dst  io.Writer
-	src  deadlineReader
+	src  *heldSock
 	n    int64 // copied so far; the running goroutine's
 	park parkEntry
 }
 
-type deadlineReader interface {
-	io.Reader
-	SetReadDeadline(time.Time) error
-}
-
 // newSockHalf returns the direction copying src to dst if src is a socket
-// the parker can watch, else nil.
+// the parker can watch (holdSocket made it), else nil.
 func newSockHalf(br *Bridge, i int, dst io.Writer, src io.Reader) *sockHalf {
-	rc := socketRaw(src)
-	if rc == nil {
+	hs, ok := src.(*heldSock)
+	if !ok {
 		return nil
 	}
-	h := &sockHalf{br: br, i: i, dst: dst, src: src.(deadlineReader)}
-	h.park = parkEntry{rc: rc, resume: h} // an interface: no closure to allocate
+	h := &sockHalf{br: br, i: i, dst: dst, src: hs}
+	h.park = parkEntry{rc: (*heldRaw)(hs), resume: h} // an interface: no closure to allocate
+	hs.mu.Lock()
+	hs.park = &h.park
+	hs.mu.Unlock()
 	return h
 }
 
@@ -49,19 +47,40 @@ func newSockHalf(br *Bridge, i int, dst io.Writer, src io.Reader) *sockHalf {
 // linger period, and then parks it: the parker calls run again.
 func (h *sockHalf) run() {
 	for {
-		// The deadline ends the copy when nothing came for a period. It
-		// fails only on a closed socket, which the copy reports.
-		_ = h.src.SetReadDeadline(time.Now().Add(h.br.linger))
-		n, err := copyIdle(h.dst, h.src)
+		n, err := h.copy()
 		h.n += n
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			h.br.halfDone(h.i, h.dst, h.n, err)
 			return
 		}
-		if n == 0 && idleParker.park(&h.park) {
-			return
+		if n == 0 {
+			h.src.detach() // unless the other direction is writing to it
+			if idleParker.park(&h.park) {
+				return
+			}
 		}
 	}
+}
+
+// copy copies from the socket until it ends or fails, or nothing came for
+// a linger period, with the socket (and dst, if it is one too) attached.
+func (h *sockHalf) copy() (int64, error) {
+	c, err := h.src.use()
+	if err != nil {
+		return 0, err
+	}
+	defer h.src.done()
+	dst, dh, err := acquire(h.dst)
+	if err != nil {
+		return 0, err
+	}
+	if dh != nil {
+		defer dh.done()
+	}
+	// The deadline ends the copy when nothing came for a period. It fails
+	// only on a closed socket, which the copy reports.
+	_ = c.SetReadDeadline(time.Now().Add(h.br.linger))
+	return copyIdle(dst, c)
 }
 
 // unpark resumes the direction if it is parked; its socket must be closed
@@ -87,7 +106,10 @@ const (
 	// (within a tick) once nothing is parked, and sweeps.
 	parkTick = time.Second
 	// sweepEvery is how often the parker looks for parked sockets closed
-	// behind its back (which epoll forgets silently) and resumes them.
+	// behind its back (which epoll forgets silently) and resumes them, and
+	// detaches the parked sockets still in the net package (heldSock): a
+	// socket is detached once it has been idle for its Bridge's linger and
+	// then seen parked by a sweep.
 	sweepEvery = 5 * time.Second
 	parkEvents = 128 // events per epoll_wait
 )
@@ -99,13 +121,17 @@ const (
 // touches a descriptor only inside syscall.RawConn.Control, so a
 // concurrent Close cannot make it act on a reused descriptor number.
 type parker struct {
-	mu      sync.Mutex
-	epfd    int   // created on first use and kept, like the runtime's own
-	err     error // why the parker does not work; parking is then refused
-	running bool  // the epoll_wait goroutine
-	nextID  uint64
-	parked  map[uint64]*parkEntry
-	peak    int // parked's largest size since it was last rebuilt (shrink.Map)
+	mu        sync.Mutex
+	epfd      int   // created on first use and kept, like the runtime's own
+	err       error // why the parker does not work; parking is then refused
+	running   bool  // the epoll_wait goroutine
+	nextID    uint64
+	parked    map[uint64]*parkEntry
+	peak      int  // parked's largest size since it was last rebuilt (shrink.Map)
+	detaching bool // a goroutine is detaching the sockets a sweep found
+	// keepAttached turns detaching off (tests that close a socket behind
+	// the Bridge's back).
+	keepAttached atomic.Bool
 }
 
 // parkEntry is a parkable socket; the same entry serves all its parkings.
@@ -114,6 +140,10 @@ type parkEntry struct {
 	rc         syscall.RawConn
 	resume     interface{ run() }
 	registered atomic.Bool // in the epoll interest list, armed or not
+	// moved: the registration was taken off a descriptor that is going
+	// away and is to be put on the socket's next one (heldSock; guarded by
+	// its mu).
+	moved bool
 }
 
 // park hands e's socket to the parker, which calls e.resume.run in a new
@@ -159,23 +189,18 @@ func (p *parker) park(e *parkEntry) bool {
 
 // arm registers e's socket with epfd for one readiness event.
 func arm(epfd int, e *parkEntry) error {
-	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-		Fd:     int32(uint32(e.id)),
-		Pad:    int32(uint32(e.id >> 32)),
-	}
 	var err error
 	cerr := e.rc.Control(func(fd uintptr) {
 		op := unix.EPOLL_CTL_ADD
 		if e.registered.Load() { // disarmed by its last event: re-arm
 			op = unix.EPOLL_CTL_MOD
 		}
-		err = unix.EpollCtl(epfd, op, int(fd), &ev)
+		err = epollCtl(epfd, op, int(fd), e)
 		switch {
 		case errors.Is(err, unix.EEXIST):
-			err = unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+			err = epollCtl(epfd, unix.EPOLL_CTL_MOD, int(fd), e)
 		case errors.Is(err, unix.ENOENT):
-			err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+			err = epollCtl(epfd, unix.EPOLL_CTL_ADD, int(fd), e)
 		}
 		if err == nil {
 			e.registered.Store(true)
@@ -183,6 +208,22 @@ func arm(epfd int, e *parkEntry) error {
 	})
 	return cmp.Or(cerr, err)
 }
+
+// epollCtl adds or modifies fd's registration for e, armed for one
+// readiness event.
+func epollCtl(epfd, op, fd int, e *parkEntry) error {
+	ev := unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+		Fd:     int32(uint32(e.id)),
+		Pad:    int32(uint32(e.id >> 32)),
+	}
+	return unix.EpollCtl(epfd, op, fd, &ev)
+}
+
+// epollFD is the parker's epoll instance. It is set before the first
+// registration and never changes: whoever has seen an entry registered
+// may read it without the lock.
+func (p *parker) epollFD() int { return p.epfd }
 
 // take removes e from the parker if it is parked and reports whether it
 // did: the caller then resumes it. A socket closed while parked has left
@@ -224,9 +265,11 @@ func (p *parker) loop() {
 				ready = append(ready, e)
 			}
 		}
+		var detach []*heldSock
 		if time.Since(swept) >= sweepEvery {
 			swept = time.Now()
 			ready = p.closedLocked(ready)
+			detach = p.attachedLocked()
 		}
 		p.parked = shrink.Map(p.parked, &p.peak)
 		stop := n == 0 && len(p.parked) == 0
@@ -239,6 +282,9 @@ func (p *parker) loop() {
 		}
 		clear(ready)
 		ready = ready[:0]
+		if detach != nil {
+			go p.detach(detach)
+		}
 		if stop {
 			return
 		}
@@ -255,6 +301,41 @@ func (p *parker) closedLocked(ready []*parkEntry) []*parkEntry {
 		}
 	}
 	return ready
+}
+
+// attachedLocked returns the parked sockets still in the net package for
+// detach, unless a detach is running or detaching is off.
+func (p *parker) attachedLocked() []*heldSock {
+	if p.detaching || p.keepAttached.Load() {
+		return nil
+	}
+	var socks []*heldSock
+	for _, e := range p.parked {
+		if r, ok := e.rc.(*heldRaw); ok && (*heldSock)(r).attached.Load() {
+			socks = append(socks, (*heldSock)(r))
+		}
+	}
+	p.detaching = socks != nil
+	return socks
+}
+
+// detach detaches socks (heldSock.detach skips those in use again), away
+// from the loop: ten thousand take tens of milliseconds.
+func (p *parker) detach(socks []*heldSock) {
+	for _, s := range socks {
+		s.detach()
+	}
+	p.mu.Lock()
+	p.detaching = false
+	p.mu.Unlock()
+}
+
+// detachParked detaches the parked sockets now, as a sweep does.
+func (p *parker) detachParked() {
+	p.mu.Lock()
+	socks := p.attachedLocked()
+	p.mu.Unlock()
+	p.detach(socks)
 }
 
 // resumeClosed resumes the parked sockets that are closed now, as the

@@ -45,8 +45,11 @@ func Relay(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 //     for IdleLinger, the goroutine hands the socket to a process-wide
 //     parker (one epoll instance and one goroutine for all idle sockets)
 //     and exits; the parker starts another when the socket becomes
-//     readable (data, FIN, error). The Bridge sets the socket's read
-//     deadline itself: do not.
+//     readable (data, FIN, error). A parked socket also leaves the net
+//     package (heldSock): its descriptor is duplicated and its net.Conn
+//     closed, which frees about a kilobyte per socket; the next read,
+//     write or close makes a net.Conn for it again. The Bridge owns a and
+//     b: do not use or close them but through it.
 //   - A direction reading a Stream has no goroutine waiting for data: the
 //     stream's session starts one when data (or the end, or an error)
 //     arrives, which writes it out (one writev(2) to a socket) and exits
@@ -72,7 +75,7 @@ type Bridge struct {
 
 // NewBridge returns a Bridge between a and b. It starts nothing.
 func NewBridge(a, b io.ReadWriteCloser) *Bridge {
-	return &Bridge{a: a, b: b, linger: IdleLinger}
+	return &Bridge{a: holdSocket(a), b: holdSocket(b), linger: IdleLinger}
 }
 
 // Start starts copying; it must be called once. When both directions have
@@ -223,8 +226,12 @@ func isSocket(v any) bool {
 	return false
 }
 
-// socketRaw returns v's RawConn if v is a socket (isSocket), else nil.
+// socketRaw returns v's RawConn if v is a socket (isSocket, or a heldSock),
+// else nil.
 func socketRaw(v any) syscall.RawConn {
+	if h, ok := v.(*heldSock); ok {
+		return (*heldRaw)(h)
+	}
 	if !isSocket(v) {
 		return nil
 	}

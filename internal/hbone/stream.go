@@ -257,15 +257,19 @@ func (st *Stream) drain(k *sink) {
 	idle := time.NewTimer(k.linger)
 	defer idle.Stop()
 	wrote := false // in this linger period
-	var err error
-	for {
+	// A held socket stays attached while its drainer runs.
+	w, h, err := acquire(k.w)
+	if h != nil {
+		defer h.done()
+	}
+	for err == nil {
 		if isClosed(st.readDeadline()) {
 			err = os.ErrDeadlineExceeded
 			break
 		}
 		s.mu.Lock()
 		if st.buf.len() > 0 && !st.closed {
-			n, werr := st.writeOutLocked(k.w)
+			n, werr := st.writeOutLocked(w)
 			k.n += n
 			wrote = true
 			if werr != nil {

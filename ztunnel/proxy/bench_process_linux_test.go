@@ -131,6 +131,7 @@ type procStats struct {
 	Threads     int64
 	Conns       int // connections the proxy tracks
 	Parked      int // idle sockets in hbone's parker
+	Detached    int // of those, held outside the net package
 }
 
 // BenchmarkPrivilegedZtunnelProcesses measures issue 4's memory figure:
@@ -427,6 +428,9 @@ func idleTable(cs []*childProcess, st []idleStats, settle time.Duration) string 
 		}
 		return fmt.Sprintf("%.1f%%", 100*s.newConnCPU)
 	})
+	row("sockets parked / detached, idle", func(s idleStats) string {
+		return fmt.Sprintf("%d / %d", s.settled.Parked, s.settled.Detached)
+	})
 	row("goroutines per idle connection", func(s idleStats) string {
 		return fmt.Sprintf("%.3f", float64(s.loaded.Goroutines-s.base.Goroutines)/idleTunnels)
 	})
@@ -676,7 +680,8 @@ func answerCommands(conns func() int) error {
 		if err := out.Encode(procStats{RSS: st["VmRSS"], RSSAnon: st["RssAnon"], RSSFile: st["RssFile"],
 			HeapObjects: mem["heap/objects"], HeapUnused: mem["heap/unused"], HeapFree: mem["heap/free"], Stacks: mem["heap/stacks"] + mem["os-stacks"],
 			RuntimeMeta: mem["metadata/mcache/inuse"] + mem["metadata/mspan/inuse"] + mem["metadata/other"] + mem["profiling/buckets"] + mem["other"],
-			Threads:     st["Threads"], Goroutines: runtime.NumGoroutine(), Conns: conns(), Parked: hbone.ParkedSockets()}); err != nil {
+			Threads:     st["Threads"], Goroutines: runtime.NumGoroutine(), Conns: conns(), Parked: hbone.ParkedSockets(),
+			Detached: hbone.DetachedSockets()}); err != nil {
 			return err
 		}
 	}
