@@ -577,3 +577,59 @@ func TestBridgeResetWhileDetachedClosesBoth(t *testing.T) {
 	}
 	expectEOF(t, upstream)
 }
+
+// waitCounts waits until br has counted aToB and bToA bytes.
+func waitCounts(t *testing.T, br *Bridge, aToB, bToA int64) {
+	t.Helper()
+	until(t, fmt.Sprintf("the bridge counts %d and %d bytes", aToB, bToA), func() bool {
+		a, b := br.Counts()
+		return a == aToB && b == bToA
+	})
+}
+
+// Counts follow the bytes while the Bridge runs, whichever path copies
+// them (splice between sockets; a socket into a Stream; a Stream out to a
+// socket by its session's read loop or a drainer), and end equal to what
+// the Bridge reports.
+func TestBridgeCountsBytesWhileOpen(t *testing.T) {
+	t.Run("sockets", func(t *testing.T) {
+		client, in := tcpPair(t)
+		out, upstream := tcpPair(t)
+		br, done := startBridge(t, in, out)
+		io.WriteString(client, "hello")
+		expectRead(t, upstream, "hello")
+		waitCounts(t, br, 5, 0)
+		big := strings.Repeat("x", 3*spliceChunk/2)
+		go io.WriteString(upstream, big)
+		expectRead(t, client, big)
+		waitCounts(t, br, 5, int64(len(big)))
+		client.CloseWrite()
+		upstream.CloseWrite()
+		r := waitResult(t, done)
+		if a, b := br.Counts(); r.aToB != a || r.bToA != b || a != 5 {
+			t.Fatalf("bridge reported %d, %d; counts %d, %d", r.aToB, r.bToA, a, b)
+		}
+	})
+	t.Run("stream and socket", func(t *testing.T) {
+		te := newTunnelEnv(t)
+		st := te.dial(t)
+		defer st.Close()
+		br, up := <-te.bridges, <-te.ups
+		io.WriteString(st, "inline") // written by the session's read loop
+		expectRead(t, up, "inline")
+		waitCounts(t, br, 6, 0)
+		big := strings.Repeat("y", 1<<20) // more than the socket takes at once: a drainer
+		go io.WriteString(st, big)
+		expectRead(t, up, big)
+		waitCounts(t, br, int64(6+len(big)), 0)
+		io.WriteString(up, "back")
+		expectRead(t, st, "back")
+		waitCounts(t, br, int64(6+len(big)), 4)
+		st.CloseWrite()
+		up.CloseWrite()
+		r := waitResult(t, te.results)
+		if a, b := br.Counts(); r.aToB != a || r.bToA != b || b != 4 {
+			t.Fatalf("bridge reported %d, %d; counts %d, %d", r.aToB, r.bToA, a, b)
+		}
+	})
+}

@@ -24,7 +24,6 @@ type sockHalf struct {
 	i    int
 	dst  io.Writer
 	src  *heldSock
-	n    int64 // copied so far; the running goroutine's
 	park parkEntry
 }
 
@@ -48,9 +47,8 @@ func newSockHalf(br *Bridge, i int, dst io.Writer, src io.Reader) *sockHalf {
 func (h *sockHalf) run() {
 	for {
 		n, err := h.copy()
-		h.n += n
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			h.br.halfDone(h.i, h.dst, h.n, err)
+			h.br.halfDone(h.i, h.dst, err)
 			return
 		}
 		if n == 0 {
@@ -80,7 +78,7 @@ func (h *sockHalf) copy() (int64, error) {
 	// The deadline ends the copy when nothing came for a period. It fails
 	// only on a closed socket, which the copy reports.
 	_ = c.SetReadDeadline(time.Now().Add(h.br.linger))
-	return copyIdle(dst, c)
+	return copyIdle(dst, c, &h.br.n[h.i])
 }
 
 // unpark resumes the direction if it is parked; its socket must be closed

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -68,9 +69,11 @@ type Bridge struct {
 	failed  bool // a and b are closed
 	first   error
 	left    int // directions still copying
-	n       [2]int64
-	done    func(aToB, bToA int64, err error)
-	socks   [2]*sockHalf // directions reading a parkable socket
+	// n counts the bytes copied each way (0: a to b) as they are copied:
+	// Counts reads them while the Bridge runs.
+	n     [2]atomic.Int64
+	done  func(aToB, bToA int64, err error)
+	socks [2]*sockHalf // directions reading a parkable socket
 }
 
 // NewBridge returns a Bridge between a and b. It starts nothing.
@@ -115,15 +118,23 @@ func (br *Bridge) startHalf(i int, dst io.Writer, src io.Reader) {
 		return
 	}
 	go func() {
-		n, err := copyFast(dst, src)
-		br.halfDone(i, dst, n, err)
+		_, err := copyFast(dst, src, &br.n[i])
+		br.halfDone(i, dst, err)
 	}()
 }
 
-// halfDone ends direction i after n bytes: at the end of its source
-// (err nil) it half-closes dst; on an error it closes both sides. The last
-// direction to end closes both and reports.
-func (br *Bridge) halfDone(i int, dst io.Writer, n int64, err error) {
+// Counts reports the bytes copied so far each way, a to b and b to a.
+// They grow as data is copied (a spliced copy adds up to spliceChunk at a
+// time), so that long-lived connections can be accounted while open; once
+// the Bridge has ended they are what done was given.
+func (br *Bridge) Counts() (aToB, bToA int64) {
+	return br.n[0].Load(), br.n[1].Load()
+}
+
+// halfDone ends direction i: at the end of its source (err nil) it
+// half-closes dst; on an error it closes both sides. The last direction to
+// end closes both and reports.
+func (br *Bridge) halfDone(i int, dst io.Writer, err error) {
 	if err == nil {
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			if cerr := cw.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
@@ -135,7 +146,6 @@ func (br *Bridge) halfDone(i int, dst io.Writer, n int64, err error) {
 		br.fail(err)
 	}
 	br.mu.Lock()
-	br.n[i] = n
 	br.left--
 	last := br.left == 0
 	br.mu.Unlock()
@@ -144,7 +154,7 @@ func (br *Bridge) halfDone(i int, dst io.Writer, n int64, err error) {
 	}
 	br.fail(nil) // closes both if nothing failed
 	br.mu.Lock()
-	aToB, bToA, first, done := br.n[0], br.n[1], br.first, br.done
+	aToB, bToA, first, done := br.n[0].Load(), br.n[1].Load(), br.first, br.done
 	br.mu.Unlock()
 	done(aToB, bToA, first)
 }
@@ -171,30 +181,52 @@ func (br *Bridge) fail(err error) {
 	}
 }
 
-// copyFast is io.Copy choosing the path that copies least.
-func copyFast(dst io.Writer, src io.Reader) (int64, error) {
+// copyFast is io.Copy choosing the path that copies least; progress (if
+// not nil) counts the bytes as they are written.
+func copyFast(dst io.Writer, src io.Reader, progress *atomic.Int64) (int64, error) {
 	if st, ok := src.(*Stream); ok {
-		return st.WriteTo(dst)
+		n, err := st.WriteTo(dst)
+		addProgress(progress, n)
+		return n, err
 	}
-	return copyIdle(dst, src)
+	return copyIdle(dst, src, progress)
 }
 
+// spliceChunk is how much a spliced copy moves before it counts progress.
+const spliceChunk = 4 << 20
+
 // copyIdle copies src to dst, spliced between two sockets, else through a
-// buffer held only while data flows (straight into the frames of a Stream).
-func copyIdle(dst io.Writer, src io.Reader) (int64, error) {
+// buffer held only while data flows (straight into the frames of a
+// Stream); progress (if not nil) counts the bytes as they are written.
+func copyIdle(dst io.Writer, src io.Reader, progress *atomic.Int64) (int64, error) {
 	if isSocket(dst) && isSocket(src) {
-		return io.Copy(dst, src) // net.TCPConn.ReadFrom splices
+		// net.TCPConn.ReadFrom splices, a LimitedReader too.
+		var total int64
+		lr := &io.LimitedReader{R: src}
+		for {
+			lr.N = spliceChunk
+			n, err := io.Copy(dst, lr)
+			total += n
+			addProgress(progress, n)
+			if err != nil || n < spliceChunk {
+				return total, err
+			}
+		}
 	}
-	if st, ok := dst.(*Stream); ok {
-		return st.ReadFrom(src)
+	return copyDrained(dst, src, progress)
+}
+
+func addProgress(progress *atomic.Int64, n int64) {
+	if progress != nil {
+		progress.Add(n)
 	}
-	return copyDrained(dst, src)
 }
 
 // copyDrained copies r to w through a pooled buffer taken only once r
 // has data (pooledReader), so idle connections cost no buffer. Reads grow
-// from a chunk to bigSize while each fills its buffer.
-func copyDrained(w io.Writer, r io.Reader) (int64, error) {
+// from a chunk to bigSize while each fills its buffer. progress (if not
+// nil) counts the bytes as they are written.
+func copyDrained(w io.Writer, r io.Reader, progress *atomic.Int64) (int64, error) {
 	var total int64
 	pr := newPooledReader(r)
 	for {
@@ -202,6 +234,7 @@ func copyDrained(w io.Writer, r io.Reader) (int64, error) {
 		if n > 0 {
 			m, werr := w.Write((*bp)[:n])
 			total += int64(m)
+			addProgress(progress, int64(m))
 			full := n == len(*bp)
 			putBuffer(bp, pr.big)
 			pr.big = full

@@ -178,6 +178,9 @@ func (st *Stream) writeInlineLocked(data []byte) int {
 	}
 	n := writeNow(k.raw, data)
 	k.inline += int64(n)
+	if k.br != nil {
+		k.br.n[k.half].Add(int64(n))
+	}
 	return n
 }
 
@@ -271,6 +274,9 @@ func (st *Stream) drain(k *sink) {
 		if st.buf.len() > 0 && !st.closed {
 			n, werr := st.writeOutLocked(w)
 			k.n += n
+			if k.br != nil {
+				k.br.n[k.half].Add(n)
+			}
 			wrote = true
 			if werr != nil {
 				err = werr
@@ -313,7 +319,7 @@ func (st *Stream) drain(k *sink) {
 	s.mu.Unlock()
 	st.readMu.Unlock()
 	if k.br != nil {
-		k.br.halfDone(k.half, k.w, n, err)
+		k.br.halfDone(k.half, k.w, err)
 	} else {
 		k.done(n, err)
 	}
@@ -392,7 +398,7 @@ func (st *Stream) Write(p []byte) (n int, err error) {
 // more without one, so idle connections cost no buffer. It does not
 // half-close the stream.
 func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
-	return copyDrained(st, r)
+	return copyDrained(st, r, nil)
 }
 
 // writeErrLocked says why the stream cannot send, or nil if it can.
