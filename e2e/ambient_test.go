@@ -3,12 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ambit-mesh/ambit/e2e/harness"
+	"github.com/ambit-mesh/ambit/internal/netns"
 )
 
 // podState is what must not change when a running pod is enrolled or released.
@@ -173,6 +176,7 @@ func TestAmbientUserStory(t *testing.T) {
 	if !strings.Contains(m, "\nambit_ztunnel_access_log_dropped_total 0\n") {
 		t.Errorf("the destination ztunnel dropped access lines or does not count them; metrics:\n%s", m)
 	}
+	longLivedBytesCounted(t, ns, app, nodes)
 
 	// 3. Only the client's service account may reach echo.
 	other := cl.NewNamespace(t)
@@ -223,4 +227,58 @@ spec:
 	if !harness.Contains(frames, []byte(plain)) {
 		t.Errorf("after release the payload did not cross %s's link in clear: capture or release is wrong", nodes[0])
 	}
+}
+
+// longLivedBytesCounted checks that a connection's bytes show in both
+// ztunnels' Istio byte counters while it is still open (a database's or a
+// gRPC stream's may stay open for days), as Istio's ztunnel has them.
+func longLivedBytesCounted(t *testing.T, ns *harness.Namespace, app echoApp, nodes []string) {
+	t.Helper()
+	echoIP := strings.TrimSpace(ns.Kubectl("get", "pod", app.echoPod, "-o", "jsonpath={.status.podIP}"))
+	uid := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.metadata.uid}"))
+	path, err := harness.PodNetnsPath(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := netns.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pod.Dial(ctx, net.JoinHostPort(echoIP, "9000"), netns.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// More than every earlier connection of the namespace carried together.
+	const size = 256 << 10
+	exchange := func() {
+		t.Helper()
+		if err := c.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.Repeat("b", size)
+		go io.WriteString(c, msg)
+		got := make([]byte, size)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %d bytes on the long-lived connection: %v", size, err)
+		}
+	}
+	exchange()
+	for _, tc := range []struct{ node, reporter string }{{nodes[0], "source"}, {nodes[1], "destination"}} {
+		want := []string{`reporter="` + tc.reporter + `"`, `destination_workload="echo"`,
+			`destination_workload_namespace="` + ns.Name + `"`, `connection_security_policy="mutual_tls"`}
+		ns.Eventually(30*time.Second, fmt.Sprintf("the %s ztunnel's byte counters with the connection open", tc.reporter), func() error {
+			m := ztunnelMetrics(t, tc.node)
+			received := metricSum(m, "istio_tcp_received_bytes_total", want...)
+			sent := metricSum(m, "istio_tcp_sent_bytes_total", want...)
+			if received < size || sent < size {
+				return fmt.Errorf("received %v, sent %v bytes, want at least %d each", received, sent, size)
+			}
+			return nil
+		})
+	}
+	exchange() // still open: the counters did not wait for its end
 }

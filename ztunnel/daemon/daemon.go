@@ -124,6 +124,7 @@ func (d *Daemon) build(conn grpc.ClientConnInterface, roots []*x509.Certificate)
 	if err != nil {
 		return nil, fmt.Errorf("ztunnel: %w", err)
 	}
+	rec.BeforeScrape(p.proxy.ReportProgress)
 	p.handoff, err = inpod.New(inpod.Config{
 		Socket: cfg.Socket(), Proxy: p.proxy, Log: d.log.With("component", "handoff"),
 		Synced: func() { p.synced(condHandoff) },

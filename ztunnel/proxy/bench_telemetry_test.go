@@ -31,6 +31,12 @@ func (o teeObserver) Opened(c *ConnInfo) {
 	}
 }
 
+func (o teeObserver) Progress(c *ConnInfo, sent, received int64) {
+	for _, x := range o {
+		x.Progress(c, sent, received)
+	}
+}
+
 func (o teeObserver) Closed(c *ConnInfo, sent, received int64, err error) {
 	for _, x := range o {
 		x.Closed(c, sent, received, err)

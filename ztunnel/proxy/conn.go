@@ -45,6 +45,14 @@ type ConnInfo struct {
 // not block. Opened is called only for connections policy admitted.
 type Observer interface {
 	Opened(c *ConnInfo)
+	// Progress adds bytes an open connection copied since its last report:
+	// sent is what the client sent, received what it got back. It is
+	// called when Proxy.ReportProgress asks (a metrics scrape) and once
+	// more as the connection closes, before Closed; every byte is reported
+	// once.
+	Progress(c *ConnInfo, sent, received int64)
+	// Closed reports a finished connection with its totals (already
+	// reported through Progress).
 	Closed(c *ConnInfo, sent, received int64, err error)
 	// Refused reports a connection refused (policy, readiness, errors).
 	Refused(c *ConnInfo, reason error)
@@ -53,5 +61,6 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) Opened(*ConnInfo)                      {}
+func (nopObserver) Progress(*ConnInfo, int64, int64)      {}
 func (nopObserver) Closed(*ConnInfo, int64, int64, error) {}
 func (nopObserver) Refused(*ConnInfo, error)              {}

@@ -118,6 +118,36 @@ type tracked struct {
 	inbound bool
 	closed  atomic.Bool
 	br      *hbone.Bridge
+	// reported is what Observer.Progress has been told of each way.
+	reported [2]atomic.Int64
+}
+
+// progress reports the bytes t copied beyond what was reported, given its
+// counts now. A report racing another one with older counts reports
+// nothing: each byte once.
+func (p *Proxy) progress(t *tracked, sent, received int64) {
+	ds := sent - t.reported[0].Swap(sent)
+	dr := received - t.reported[1].Swap(received)
+	if ds > 0 || dr > 0 {
+		p.cfg.Observer.Progress(&t.info, max(ds, 0), max(dr, 0))
+	}
+}
+
+// ReportProgress reports to the Observer the bytes each open connection
+// has copied since it was last reported, so that byte counters move while
+// long-lived connections are open (a database's, a gRPC stream's). The
+// metrics endpoint calls it before each scrape.
+func (p *Proxy) ReportProgress() {
+	p.mu.Lock()
+	ts := make([]*tracked, 0, len(p.conns))
+	for t := range p.conns {
+		ts = append(ts, t)
+	}
+	p.mu.Unlock()
+	for _, t := range ts {
+		sent, received := t.br.Counts()
+		p.progress(t, sent, received)
+	}
 }
 
 // authzConn is what L4 policy decides an inbound connection on: its

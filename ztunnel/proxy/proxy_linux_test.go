@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,12 +50,27 @@ func workloads() (*state.Workload, *state.Workload, *state.Service) {
 type counter struct {
 	mu                      sync.Mutex
 	opened, closed, refused map[Direction]int
+	sent, received          map[Direction]int64 // Progress's sums
 }
 
 func newCounter() *counter {
-	return &counter{opened: map[Direction]int{}, closed: map[Direction]int{}, refused: map[Direction]int{}}
+	return &counter{opened: map[Direction]int{}, closed: map[Direction]int{}, refused: map[Direction]int{},
+		sent: map[Direction]int64{}, received: map[Direction]int64{}}
 }
 func (c *counter) Opened(i *ConnInfo) { c.mu.Lock(); c.opened[i.Direction]++; c.mu.Unlock() }
+func (c *counter) Progress(i *ConnInfo, sent, received int64) {
+	c.mu.Lock()
+	c.sent[i.Direction] += sent
+	c.received[i.Direction] += received
+	c.mu.Unlock()
+}
+
+// bytes returns Progress's sums for direction d.
+func (c *counter) bytes(d Direction) (sent, received int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent[d], c.received[d]
+}
 func (c *counter) Closed(i *ConnInfo, _, _ int64, _ error) {
 	c.mu.Lock()
 	c.closed[i.Direction]++
@@ -323,6 +339,63 @@ func TestPrivilegedPodToPodThroughTwoZtunnels(t *testing.T) {
 			t.Fatalf("HBONE under STRICT: %q, %v", got, err)
 		}
 		<-peers
+	})
+
+	t.Run("bytes are reported while a connection is open, each once", func(t *testing.T) {
+		type side struct {
+			z   *ztunnel
+			dir Direction
+		}
+		sides := []side{{za, Outbound}, {zb, Inbound}}
+		// The earlier subtests' connections report their last bytes as
+		// they close: wait until they have.
+		for deadline := time.Now().Add(5 * time.Second); za.proxy.Connections()+zb.proxy.Connections() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d and %d connections still open", za.proxy.Connections(), zb.proxy.Connections())
+			}
+		}
+		var base [2][2]int64
+		for i, sd := range sides {
+			base[i][0], base[i][1] = sd.z.obs.bytes(sd.dir)
+		}
+		closedBefore := zb.obs.get(zb.obs.closed, Inbound)
+		// reported waits until each ztunnel has reported sent and received
+		// bytes of this connection, asking as a scrape does.
+		reported := func(sent, received int64) {
+			t.Helper()
+			for i, sd := range sides {
+				var s, r int64
+				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					sd.z.proxy.ReportProgress()
+					s, r = sd.z.obs.bytes(sd.dir)
+					s, r = s-base[i][0], r-base[i][1]
+					if s == sent && r == received || time.Now().After(deadline) {
+						break
+					}
+				}
+				if s != sent || r != received {
+					t.Fatalf("%s reported %d bytes sent and %d received, want %d and %d", sd.dir, s, r, sent, received)
+				}
+			}
+		}
+		c := dial(t, hpa, "10.77.2.2:8080")
+		msg := strings.Repeat("m", 3000)
+		if got, err := echo(c, msg); err != nil || got != msg {
+			t.Fatalf("echo: %d bytes, %v", len(got), err)
+		}
+		<-peers
+		reported(3000, 3000) // open: what a scrape would count
+		reported(3000, 3000) // asked again, nothing new: nothing added
+		if got, err := echo(c, "tail"); err != nil || got != "tail" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		c.Close()
+		for deadline := time.Now().Add(5 * time.Second); zb.obs.get(zb.obs.closed, Inbound) == closedBefore; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the connection did not close")
+			}
+		}
+		reported(3004, 3004) // the close reported the rest, and nothing twice
 	})
 
 	t.Run("policy change closes an open connection", func(t *testing.T) {

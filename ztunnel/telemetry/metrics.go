@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,7 @@ type Recorder struct {
 	sent, received *prometheus.CounterVec
 	refused        *prometheus.CounterVec
 	handler        http.Handler
+	beforeScrape   atomic.Pointer[func()]
 }
 
 // NewRecorder creates the metrics on a registry of its own, with Go runtime
@@ -82,7 +84,8 @@ func NewRecorder(services Services, log *slog.Logger) (*Recorder, error) {
 			Help: "Connections refused before they were opened, by direction and reason (policy, not_ready, error)",
 		}, []string{"reporter", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{r.opened, r.closed, r.sent, r.received, r.refused,
+	bytes := &scrapeFirst{run: r.runBeforeScrape, vecs: []*prometheus.CounterVec{r.sent, r.received}}
+	for _, c := range []prometheus.Collector{r.opened, r.closed, bytes, r.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := r.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("telemetry: register metrics: %w", err)
@@ -98,19 +101,55 @@ func (r *Recorder) Registry() *prometheus.Registry { return r.reg }
 // Handler serves the metrics in Prometheus' text format.
 func (r *Recorder) Handler() http.Handler { return r.handler }
 
+// BeforeScrape sets what runs before the byte counters are collected:
+// the daemon has the proxy report its open connections' progress
+// (proxy.Proxy.ReportProgress), so that they move while long-lived
+// connections are open, as Istio's do.
+func (r *Recorder) BeforeScrape(f func()) { r.beforeScrape.Store(&f) }
+
+func (r *Recorder) runBeforeScrape() {
+	if f := r.beforeScrape.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// scrapeFirst collects vecs after running run.
+type scrapeFirst struct {
+	run  func()
+	vecs []*prometheus.CounterVec
+}
+
+func (s *scrapeFirst) Describe(ch chan<- *prometheus.Desc) {
+	for _, v := range s.vecs {
+		v.Describe(ch)
+	}
+}
+
+func (s *scrapeFirst) Collect(ch chan<- prometheus.Metric) {
+	s.run()
+	for _, v := range s.vecs {
+		v.Collect(ch)
+	}
+}
+
 // Opened counts an admitted connection.
 func (r *Recorder) Opened(c *proxy.ConnInfo) {
 	r.opened.WithLabelValues(r.labels(c)...).Inc()
 }
 
-// Closed counts a finished connection and its bytes and writes its access
-// line. toUpstream is what the client sent (Istio's received bytes),
-// toClient what it got back (Istio's sent bytes).
+// Progress adds a connection's bytes. toUpstream is what the client sent
+// (Istio's received bytes), toClient what it got back (Istio's sent bytes).
+func (r *Recorder) Progress(c *proxy.ConnInfo, toUpstream, toClient int64) {
+	l := r.labels(c)
+	r.received.WithLabelValues(l...).Add(float64(max(toUpstream, 0)))
+	r.sent.WithLabelValues(l...).Add(float64(max(toClient, 0)))
+}
+
+// Closed counts a finished connection and writes its access line with its
+// totals (the proxy has reported its bytes through Progress).
 func (r *Recorder) Closed(c *proxy.ConnInfo, toUpstream, toClient int64, err error) {
 	l := r.labels(c)
 	r.closed.WithLabelValues(l...).Inc()
-	r.received.WithLabelValues(l...).Add(float64(max(toUpstream, 0)))
-	r.sent.WithLabelValues(l...).Add(float64(max(toClient, 0)))
 	attrs := append(r.attrs(c, l), slog.Int64("sent", toClient), slog.Int64("received", toUpstream))
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))

@@ -81,11 +81,25 @@ func TestRecorderCountsWithIstioLabels(t *testing.T) {
 	for _, c := range []*proxy.ConnInfo{out, in, plain} {
 		r.Opened(c)
 	}
+	// Bytes come through Progress, in parts while open and the rest as the
+	// connection closes; Closed adds none. in's come at the scrape, as the
+	// proxy reports open connections' progress then (BeforeScrape).
+	r.Progress(out, 1, 2)
+	r.Progress(out, 2, 3)
 	r.Closed(out, 3, 5, nil)
 	r.Closed(in, 3, 5, errors.New("reset"))
+	scrapes := 0
+	r.BeforeScrape(func() {
+		if scrapes++; scrapes == 1 {
+			r.Progress(in, 3, 5)
+		}
+	})
 	r.Refused(&proxy.ConnInfo{ID: 4, Direction: proxy.Inbound, DstWorkload: echo, Start: time.Now()}, proxy.ErrDenied)
 
 	text := scrape(t, r)
+	if scrapes != 1 {
+		t.Errorf("the scrape ran BeforeScrape's function %d times, want 1", scrapes)
+	}
 	common := []string{`source_workload="client"`, `source_workload_namespace="zt"`,
 		`source_principal="spiffe://cluster.local/ns/zt/sa/client"`, `source_canonical_revision="v1"`,
 		`destination_workload="echo"`, `destination_workload_namespace="zt"`,
