@@ -10,6 +10,9 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 CLUSTER := $(BIN)/ambit-cluster
 TOOL    := $(GO) tool -modfile=tools/go.mod
+# gRPC without golang.org/x/net/trace: its templates keep every exported method in
+# the binary (ztunnel 25.8 -> 19.6 MB). The images use the same tags (e2e/image).
+TAGS    := grpcnotrace
 # Unit and privileged tests; the e2e package has its own target (it brings up a cluster).
 UNIT_PKGS = $$($(GO) list ./... | grep -v '^github.com/ambit-mesh/ambit/e2e$$')
 
@@ -21,7 +24,7 @@ deps:
 	scripts/install-deps
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -tags $(TAGS) -o $(BIN)/ ./cmd/...
 
 # make test: every test, privileged ones included; a skipped test fails the run.
 # The first run builds Kubernetes from source (minutes): `prepare` does it up front, with
@@ -31,11 +34,11 @@ test: deps build
 	$(MAKE) unit e2e
 
 unit: build
-	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 30m -v $(UNIT_PKGS) 2>&1 | tee $(BIN)/unit-test.log
+	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -tags $(TAGS) -count=1 -timeout 30m -v $(UNIT_PKGS) 2>&1 | tee $(BIN)/unit-test.log
 	@! grep -- '--- SKIP' $(BIN)/unit-test.log || { echo 'tests were skipped under make test: not allowed'; exit 1; }
 
 e2e: build
-	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -v -timeout 45m ./e2e/ 2>&1 | tee $(BIN)/e2e-test.log
+	AMBIT_REQUIRE_PRIVILEGED=1 $(GO) test -tags $(TAGS) -count=1 -v -timeout 45m ./e2e/ 2>&1 | tee $(BIN)/e2e-test.log
 	@! grep -- '--- SKIP' $(BIN)/e2e-test.log || { echo 'e2e tests were skipped under make test: not allowed'; exit 1; }
 
 lint:
@@ -58,7 +61,7 @@ generate-check: generate
 # The e2e package has no benchmarks; leaving it out spares bringing a cluster up.
 bench:
 	scripts/install-deps --bench
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(UNIT_PKGS)
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -timeout 30m $(UNIT_PKGS)
 
 images: build
 	$(CLUSTER) images

@@ -46,8 +46,14 @@ func BuildCoreDNS(ctx context.Context, repoRoot, out string) error {
 	return nil
 }
 
+// BuildTags are the images' build tags. grpcnotrace keeps gRPC from importing
+// golang.org/x/net/trace, whose html/template makes the linker keep every
+// exported method of every type (reflection may call any): ztunnel's binary is
+// 25.8 -> 19.6 MB with it, and a process's resident pages of its binary follow.
+const BuildTags = "grpcnotrace"
+
 func goBuild(ctx context.Context, dir, out string, pkgs []string) error {
-	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out}, pkgs...)
+	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-tags=" + BuildTags, "-ldflags=-s -w", "-o", out}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
