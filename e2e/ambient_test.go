@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,20 +233,11 @@ spec:
 // gRPC stream's may stay open for days), as Istio's ztunnel has them.
 func longLivedBytesCounted(t *testing.T, ns *harness.Namespace, app echoApp, nodes []string) {
 	t.Helper()
-	echoIP := strings.TrimSpace(ns.Kubectl("get", "pod", app.echoPod, "-o", "jsonpath={.status.podIP}"))
-	uid := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.metadata.uid}"))
-	path, err := harness.PodNetnsPath(uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod, err := netns.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod, target := clientPodAndEcho(t, ns, app)
 	defer pod.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := pod.Dial(ctx, net.JoinHostPort(echoIP, "9000"), netns.SocketOptions{})
+	c, err := pod.Dial(ctx, target, netns.SocketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

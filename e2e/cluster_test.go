@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ambit-mesh/ambit/e2e/harness"
+	"github.com/ambit-mesh/ambit/internal/netns"
 )
 
 // Two workloads on different nodes: echo (HTTP 8080, TCP 9000) behind a Service, and a
@@ -287,4 +289,22 @@ func TestCoreDNSAndSampleAppRun(t *testing.T) {
 			t.Errorf("%s pods %s: phases %q, want Running", c.ns, c.selector, phases)
 		}
 	}
+}
+
+// clientPodAndEcho opens the network namespace of app's client pod and
+// returns it with the echo pod's address (its IP and port 9000), for tests
+// that connect from inside the pod as its application would.
+func clientPodAndEcho(t *testing.T, ns *harness.Namespace, app echoApp) (*netns.Handle, string) {
+	t.Helper()
+	echoIP := strings.TrimSpace(ns.Kubectl("get", "pod", app.echoPod, "-o", "jsonpath={.status.podIP}"))
+	uid := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.metadata.uid}"))
+	path, err := harness.PodNetnsPath(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := netns.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, net.JoinHostPort(echoIP, "9000")
 }

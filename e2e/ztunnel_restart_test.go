@@ -50,17 +50,7 @@ func TestZtunnelRolloutDropsNoConnection(t *testing.T) {
 		"jsonpath={.spec.template.spec.terminationGracePeriodSeconds} {.spec.template.spec.containers[0].args}"))
 	istio("rollout", "status", "daemonset/ztunnel", "--timeout=3m")
 
-	echoIP := strings.TrimSpace(ns.Kubectl("get", "pod", app.echoPod, "-o", "jsonpath={.status.podIP}"))
-	target := net.JoinHostPort(echoIP, "9000")
-	uid := strings.TrimSpace(ns.Kubectl("get", "pod", "client", "-o", "jsonpath={.metadata.uid}"))
-	path, err := harness.PodNetnsPath(uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod, err := netns.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod, target := clientPodAndEcho(t, ns, app)
 	defer pod.Close()
 	ns.Eventually(time.Minute, "mesh traffic from the client pod's namespace", func() error {
 		return roundTripFrom(context.Background(), pod, target, "warm-up")

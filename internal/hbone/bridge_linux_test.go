@@ -88,18 +88,7 @@ func TestBridgeParksIdleSocketsAndResumesBothWays(t *testing.T) {
 
 	// Half-close reaches the other side from a parked direction, and the
 	// other direction carries on.
-	client.CloseWrite()
-	expectEOF(t, upstream)
-	waitIdle(t, br, 1)
-	io.WriteString(upstream, "late")
-	upstream.CloseWrite()
-	if b, err := io.ReadAll(client); err != nil || string(b) != "late" {
-		t.Fatalf("client read %q, %v", b, err)
-	}
-	r := waitResult(t, done)
-	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
-		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
-	}
+	endHalfClosed(t, br, done, client, upstream, func() {})
 	if parked(br, 0) || parked(br, 1) {
 		t.Error("an ended bridge is still parked")
 	}
@@ -142,12 +131,10 @@ func TestBridgeCloseBeforeStart(t *testing.T) {
 	expectEOF(t, upstream)
 }
 
-func TestBridgeResetWhileParkedClosesBoth(t *testing.T) {
-	client, in := tcpPair(t)
-	out, upstream := tcpPair(t)
-	br, done := startBridge(t, in, out)
-	waitIdle(t, br, 0, 1)
-
+// resetEndsBridge resets the client's connection: the bridge must end with
+// ECONNRESET and close upstream.
+func resetEndsBridge(t *testing.T, client, upstream *net.TCPConn, done <-chan relayResult) {
+	t.Helper()
 	client.SetLinger(0)
 	client.Close() // RST
 	r := waitResult(t, done)
@@ -155,6 +142,15 @@ func TestBridgeResetWhileParkedClosesBoth(t *testing.T) {
 		t.Errorf("bridge reported %v, want ECONNRESET", r.err)
 	}
 	expectEOF(t, upstream)
+}
+
+func TestBridgeResetWhileParkedClosesBoth(t *testing.T) {
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	br, done := startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+
+	resetEndsBridge(t, client, upstream, done)
 }
 
 func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
@@ -171,6 +167,27 @@ func TestParkerResumesSocketClosedBehindItsBack(t *testing.T) {
 	}
 	if parked(br, 0) || parked(br, 1) {
 		t.Error("a closed socket is still parked")
+	}
+}
+
+// endHalfClosed ends a bridge that has carried "hello" and "world!" twice:
+// the client half-closes, which must reach upstream; once the remaining
+// direction is idle (and idle has run), upstream sends "late" and
+// half-closes, and the bridge must end cleanly with 10 and 16 bytes.
+func endHalfClosed(t *testing.T, br *Bridge, done <-chan relayResult, client, upstream *net.TCPConn, idle func()) {
+	t.Helper()
+	client.CloseWrite()
+	expectEOF(t, upstream)
+	waitIdle(t, br, 1)
+	idle()
+	io.WriteString(upstream, "late")
+	upstream.CloseWrite()
+	if b, err := io.ReadAll(client); err != nil || string(b) != "late" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	r := waitResult(t, done)
+	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
+		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
 	}
 }
 
@@ -452,16 +469,26 @@ func heldFDs(br *Bridge) []int {
 	return fds
 }
 
+// detachedBridge starts a Bridge between two loopback connections, waits
+// until it is idle and has its sockets detached, and returns the outer ends,
+// the Bridge, its result, and how many sockets were detached and open
+// before it.
+func detachedBridge(t *testing.T) (client, upstream *net.TCPConn, br *Bridge, done <-chan relayResult, before, sockets int) {
+	t.Helper()
+	client, in := tcpPair(t)
+	out, upstream := tcpPair(t)
+	before, sockets = DetachedSockets(), openSockets(t)
+	br, done = startBridge(t, in, out)
+	waitIdle(t, br, 0, 1)
+	detachParked(t, before+2)
+	return client, upstream, br, done, before, sockets
+}
+
 // An idle bridge's sockets leave the net package (same descriptors in
 // number, no FIN to either peer) and come back for data both ways, a
 // half-close each way and the end, with the byte counts whole.
 func TestBridgeDetachesIdleSocketsAndAttachesThemForData(t *testing.T) {
-	client, in := tcpPair(t)
-	out, upstream := tcpPair(t)
-	before, fds := DetachedSockets(), openSockets(t)
-	br, done := startBridge(t, in, out)
-	waitIdle(t, br, 0, 1)
-	detachParked(t, before+2)
+	client, upstream, br, done, before, fds := detachedBridge(t)
 	if a := attached(br); a[0] || a[1] {
 		t.Fatalf("attached after the sweep: %v", a)
 	}
@@ -482,19 +509,9 @@ func TestBridgeDetachesIdleSocketsAndAttachesThemForData(t *testing.T) {
 		detachParked(t, before+2)
 	}
 
-	client.CloseWrite()
-	expectEOF(t, upstream)
-	waitIdle(t, br, 1)
-	detachParked(t, before+1) // the upstream side, still open one way
-	io.WriteString(upstream, "late")
-	upstream.CloseWrite()
-	if b, err := io.ReadAll(client); err != nil || string(b) != "late" {
-		t.Fatalf("client read %q, %v", b, err)
-	}
-	r := waitResult(t, done)
-	if r.err != nil || r.aToB != 10 || r.bToA != 16 {
-		t.Fatalf("bridge = %d, %d, %v; want 10, 16, nil", r.aToB, r.bToA, r.err)
-	}
+	endHalfClosed(t, br, done, client, upstream, func() {
+		detachParked(t, before+1) // the upstream side, still open one way
+	})
 	if n := DetachedSockets(); n != before {
 		t.Errorf("%d sockets detached after the bridge ended, want %d", n, before)
 	}
@@ -539,12 +556,7 @@ func TestBridgeDetachedSocketAttachedByWriterStillWakesReader(t *testing.T) {
 }
 
 func TestBridgeCloseWhileDetached(t *testing.T) {
-	client, in := tcpPair(t)
-	out, upstream := tcpPair(t)
-	before, fds := DetachedSockets(), openSockets(t)
-	br, done := startBridge(t, in, out)
-	waitIdle(t, br, 0, 1)
-	detachParked(t, before+2)
+	client, upstream, br, done, before, fds := detachedBridge(t)
 
 	br.Close()
 	if r := waitResult(t, done); !errors.Is(r.err, net.ErrClosed) {
@@ -562,20 +574,9 @@ func TestBridgeCloseWhileDetached(t *testing.T) {
 }
 
 func TestBridgeResetWhileDetachedClosesBoth(t *testing.T) {
-	client, in := tcpPair(t)
-	out, upstream := tcpPair(t)
-	before := DetachedSockets()
-	br, done := startBridge(t, in, out)
-	waitIdle(t, br, 0, 1)
-	detachParked(t, before+2)
+	client, upstream, _, done, _, _ := detachedBridge(t)
 
-	client.SetLinger(0)
-	client.Close() // RST
-	r := waitResult(t, done)
-	if !errors.Is(r.err, syscall.ECONNRESET) {
-		t.Errorf("bridge reported %v, want ECONNRESET", r.err)
-	}
-	expectEOF(t, upstream)
+	resetEndsBridge(t, client, upstream, done)
 }
 
 // waitCounts waits until br has counted aToB and bToA bytes.

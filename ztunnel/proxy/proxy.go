@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -139,10 +140,7 @@ func (p *Proxy) progress(t *tracked, sent, received int64) {
 // metrics endpoint calls it before each scrape.
 func (p *Proxy) ReportProgress() {
 	p.mu.Lock()
-	ts := make([]*tracked, 0, len(p.conns))
-	for t := range p.conns {
-		ts = append(ts, t)
-	}
+	ts := slices.Collect(maps.Keys(p.conns))
 	p.mu.Unlock()
 	for _, t := range ts {
 		sent, received := t.br.Counts()
