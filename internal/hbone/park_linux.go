@@ -105,9 +105,9 @@ const (
 	parkTick = time.Second
 	// sweepEvery is how often the parker looks for parked sockets closed
 	// behind its back (which epoll forgets silently) and resumes them, and
-	// detaches the parked sockets still in the net package (heldSock): a
-	// socket is detached once it has been idle for its Bridge's linger and
-	// then seen parked by a sweep.
+	// detaches the parked sockets still in the net package (heldSock):
+	// those the other direction was writing to as they parked; the others
+	// leave as they park.
 	sweepEvery = 5 * time.Second
 	parkEvents = 128 // events per epoll_wait
 )
