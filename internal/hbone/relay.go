@@ -118,7 +118,7 @@ func (br *Bridge) startHalf(i int, dst io.Writer, src io.Reader) {
 		return
 	}
 	go func() {
-		_, err := copyFast(dst, src, &br.n[i])
+		_, err := copyIdle(dst, src, &br.n[i])
 		br.halfDone(i, dst, err)
 	}()
 }
@@ -179,17 +179,6 @@ func (br *Bridge) fail(err error) {
 			h.unpark()
 		}
 	}
-}
-
-// copyFast is io.Copy choosing the path that copies least; progress (if
-// not nil) counts the bytes as they are written.
-func copyFast(dst io.Writer, src io.Reader, progress *atomic.Int64) (int64, error) {
-	if st, ok := src.(*Stream); ok {
-		n, err := st.WriteTo(dst)
-		addProgress(progress, n)
-		return n, err
-	}
-	return copyIdle(dst, src, progress)
 }
 
 // spliceChunk is how much a spliced copy moves before it counts progress.
