@@ -411,7 +411,7 @@ func attached(br *Bridge) [2]bool {
 	var out [2]bool
 	for i, side := range []io.ReadWriteCloser{br.a, br.b} {
 		if h, ok := side.(*heldSock); ok {
-			out[i] = h.attached.Load()
+			out[i] = h.inNet()
 		}
 	}
 	return out

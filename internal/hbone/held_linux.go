@@ -35,9 +35,6 @@ type heldSock struct {
 	// park is the parker entry of the direction reading this socket, if
 	// any: its epoll registration moves with the descriptor.
 	park *parkEntry
-	// attached mirrors c != nil for the parker's sweep, which looks at it
-	// without mu.
-	attached atomic.Bool
 }
 
 // DetachedSockets reports how many idle sockets are held outside the net
@@ -52,14 +49,18 @@ func holdSocket(v io.ReadWriteCloser) io.ReadWriteCloser {
 	if !isSocket(v) {
 		return v
 	}
-	c := v.(net.Conn)
-	rc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
+	rc := socketRaw(v)
+	if rc == nil {
 		return v
 	}
-	s := &heldSock{c: c, rc: rc, fd: -1}
-	s.attached.Store(true)
-	return s
+	return &heldSock{c: v.(net.Conn), rc: rc, fd: -1}
+}
+
+// inNet reports whether the socket is open and held by a net.Conn.
+func (s *heldSock) inNet() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && s.c != nil
 }
 
 // use returns the connection, attached again if it was detached, for an
@@ -162,7 +163,6 @@ func (s *heldSock) detach() {
 	}
 	_ = s.c.Close()
 	s.c, s.rc, s.fd = nil, nil, nfd
-	s.attached.Store(false)
 	detachedSockets.Add(1)
 	s.reregisterLocked()
 }
@@ -187,7 +187,6 @@ func (s *heldSock) attachLocked() error {
 		return err
 	}
 	s.c, s.rc = c, rc
-	s.attached.Store(true)
 	s.reregisterLocked()
 	return nil
 }

@@ -302,14 +302,14 @@ func (p *parker) closedLocked(ready []*parkEntry) []*parkEntry {
 }
 
 // attachedLocked returns the parked sockets still in the net package for
-// detach, unless a detach is running or detaching is off.
+// detach, unless a detach is running.
 func (p *parker) attachedLocked() []*heldSock {
-	if p.detaching || p.keepAttached.Load() {
+	if p.detaching {
 		return nil
 	}
 	var socks []*heldSock
 	for _, e := range p.parked {
-		if r, ok := e.rc.(*heldRaw); ok && (*heldSock)(r).attached.Load() {
+		if r, ok := e.rc.(*heldRaw); ok && (*heldSock)(r).inNet() {
 			socks = append(socks, (*heldSock)(r))
 		}
 	}
