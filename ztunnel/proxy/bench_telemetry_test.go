@@ -31,15 +31,15 @@ func (o teeObserver) Opened(c *ConnInfo) {
 	}
 }
 
-func (o teeObserver) Progress(c *ConnInfo, sent, received int64) {
+func (o teeObserver) Progress(c *ConnInfo, b Bytes) {
 	for _, x := range o {
-		x.Progress(c, sent, received)
+		x.Progress(c, b)
 	}
 }
 
-func (o teeObserver) Closed(c *ConnInfo, sent, received int64, err error) {
+func (o teeObserver) Closed(c *ConnInfo, total, unreported Bytes, err error) {
 	for _, x := range o {
-		x.Closed(c, sent, received, err)
+		x.Closed(c, total, unreported, err)
 	}
 }
 

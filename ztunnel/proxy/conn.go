@@ -41,19 +41,22 @@ type ConnInfo struct {
 	Start time.Time
 }
 
+// Bytes are a connection's byte counts: Sent is what the client sent,
+// Received what it got back.
+type Bytes struct{ Sent, Received int64 }
+
 // Observer is told about connections (metrics, access logs). Calls must
 // not block. Opened is called only for connections policy admitted.
+// Between Progress and Closed every byte is reported once.
 type Observer interface {
 	Opened(c *ConnInfo)
-	// Progress adds bytes an open connection copied since its last report:
-	// sent is what the client sent, received what it got back. It is
-	// called when Proxy.ReportProgress asks (a metrics scrape) and once
-	// more as the connection closes, before Closed; every byte is reported
-	// once.
-	Progress(c *ConnInfo, sent, received int64)
-	// Closed reports a finished connection with its totals (already
-	// reported through Progress).
-	Closed(c *ConnInfo, sent, received int64, err error)
+	// Progress reports bytes an open connection copied since they were
+	// last reported, when Proxy.ReportProgress asks (a metrics scrape).
+	Progress(c *ConnInfo, b Bytes)
+	// Closed reports a finished connection: its totals, and the part of
+	// them no Progress reported (the observer adds it as it adds
+	// Progress's).
+	Closed(c *ConnInfo, total, unreported Bytes, err error)
 	// Refused reports a connection refused (policy, readiness, errors).
 	Refused(c *ConnInfo, reason error)
 }
@@ -61,6 +64,6 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) Opened(*ConnInfo)                      {}
-func (nopObserver) Progress(*ConnInfo, int64, int64)      {}
-func (nopObserver) Closed(*ConnInfo, int64, int64, error) {}
+func (nopObserver) Progress(*ConnInfo, Bytes)             {}
+func (nopObserver) Closed(*ConnInfo, Bytes, Bytes, error) {}
 func (nopObserver) Refused(*ConnInfo, error)              {}

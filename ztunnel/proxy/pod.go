@@ -209,8 +209,7 @@ func (pd *pod) relay(t *tracked, a, b net.Conn) {
 	pd.p.cfg.Observer.Opened(&t.info)
 	br.Start(func(sent, recv int64, err error) {
 		t.closed.Store(true)
-		pd.p.progress(t, sent, recv)
-		pd.p.cfg.Observer.Closed(&t.info, sent, recv, err)
+		pd.p.cfg.Observer.Closed(&t.info, Bytes{Sent: sent, Received: recv}, t.unreported(sent, recv), err)
 		pd.p.untrack(t)
 		pd.conns.Done()
 	})

@@ -123,15 +123,12 @@ type tracked struct {
 	reported [2]atomic.Int64
 }
 
-// progress reports the bytes t copied beyond what was reported, given its
-// counts now. A report racing another one with older counts reports
-// nothing: each byte once.
-func (p *Proxy) progress(t *tracked, sent, received int64) {
-	ds := sent - t.reported[0].Swap(sent)
-	dr := received - t.reported[1].Swap(received)
-	if ds > 0 || dr > 0 {
-		p.cfg.Observer.Progress(&t.info, max(ds, 0), max(dr, 0))
-	}
+// unreported returns the part of t's counts (sent, received) not
+// reported yet, and takes it as reported. Of two calls racing with
+// different counts, the one with the older counts gets nothing: each byte
+// once.
+func (t *tracked) unreported(sent, received int64) Bytes {
+	return Bytes{Sent: max(sent-t.reported[0].Swap(sent), 0), Received: max(received-t.reported[1].Swap(received), 0)}
 }
 
 // ReportProgress reports to the Observer the bytes each open connection
@@ -143,8 +140,9 @@ func (p *Proxy) ReportProgress() {
 	ts := slices.Collect(maps.Keys(p.conns))
 	p.mu.Unlock()
 	for _, t := range ts {
-		sent, received := t.br.Counts()
-		p.progress(t, sent, received)
+		if b := t.unreported(t.br.Counts()); b != (Bytes{}) {
+			p.cfg.Observer.Progress(&t.info, b)
+		}
 	}
 }
 

@@ -50,7 +50,7 @@ func workloads() (*state.Workload, *state.Workload, *state.Service) {
 type counter struct {
 	mu                      sync.Mutex
 	opened, closed, refused map[Direction]int
-	sent, received          map[Direction]int64 // Progress's sums
+	sent, received          map[Direction]int64 // the bytes reported, Progress's and Closed's
 }
 
 func newCounter() *counter {
@@ -58,22 +58,24 @@ func newCounter() *counter {
 		sent: map[Direction]int64{}, received: map[Direction]int64{}}
 }
 func (c *counter) Opened(i *ConnInfo) { c.mu.Lock(); c.opened[i.Direction]++; c.mu.Unlock() }
-func (c *counter) Progress(i *ConnInfo, sent, received int64) {
+func (c *counter) Progress(i *ConnInfo, b Bytes) {
 	c.mu.Lock()
-	c.sent[i.Direction] += sent
-	c.received[i.Direction] += received
+	c.sent[i.Direction] += b.Sent
+	c.received[i.Direction] += b.Received
 	c.mu.Unlock()
 }
 
-// bytes returns Progress's sums for direction d.
+// bytes returns the sums of the bytes reported for direction d.
 func (c *counter) bytes(d Direction) (sent, received int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sent[d], c.received[d]
 }
-func (c *counter) Closed(i *ConnInfo, _, _ int64, _ error) {
+func (c *counter) Closed(i *ConnInfo, _, unreported Bytes, _ error) {
 	c.mu.Lock()
 	c.closed[i.Direction]++
+	c.sent[i.Direction] += unreported.Sent
+	c.received[i.Direction] += unreported.Received
 	c.mu.Unlock()
 }
 func (c *counter) Refused(i *ConnInfo, _ error) { c.mu.Lock(); c.refused[i.Direction]++; c.mu.Unlock() }

@@ -137,20 +137,25 @@ func (r *Recorder) Opened(c *proxy.ConnInfo) {
 	r.opened.WithLabelValues(r.labels(c)...).Inc()
 }
 
-// Progress adds a connection's bytes. toUpstream is what the client sent
-// (Istio's received bytes), toClient what it got back (Istio's sent bytes).
-func (r *Recorder) Progress(c *proxy.ConnInfo, toUpstream, toClient int64) {
-	l := r.labels(c)
-	r.received.WithLabelValues(l...).Add(float64(max(toUpstream, 0)))
-	r.sent.WithLabelValues(l...).Add(float64(max(toClient, 0)))
+// Progress adds an open connection's new bytes.
+func (r *Recorder) Progress(c *proxy.ConnInfo, b proxy.Bytes) {
+	r.addBytes(r.labels(c), b)
 }
 
-// Closed counts a finished connection and writes its access line with its
-// totals (the proxy has reported its bytes through Progress).
-func (r *Recorder) Closed(c *proxy.ConnInfo, toUpstream, toClient int64, err error) {
+// addBytes adds b to the byte counters of labels l: what the client sent
+// is Istio's received bytes, what it got back Istio's sent bytes.
+func (r *Recorder) addBytes(l []string, b proxy.Bytes) {
+	r.received.WithLabelValues(l...).Add(float64(max(b.Sent, 0)))
+	r.sent.WithLabelValues(l...).Add(float64(max(b.Received, 0)))
+}
+
+// Closed counts a finished connection, adds its unreported bytes and
+// writes its access line with its totals.
+func (r *Recorder) Closed(c *proxy.ConnInfo, total, unreported proxy.Bytes, err error) {
 	l := r.labels(c)
 	r.closed.WithLabelValues(l...).Inc()
-	attrs := append(r.attrs(c, l), slog.Int64("sent", toClient), slog.Int64("received", toUpstream))
+	r.addBytes(l, unreported)
+	attrs := append(r.attrs(c, l), slog.Int64("sent", total.Received), slog.Int64("received", total.Sent))
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}

@@ -81,17 +81,17 @@ func TestRecorderCountsWithIstioLabels(t *testing.T) {
 	for _, c := range []*proxy.ConnInfo{out, in, plain} {
 		r.Opened(c)
 	}
-	// Bytes come through Progress, in parts while open and the rest as the
-	// connection closes; Closed adds none. in's come at the scrape, as the
-	// proxy reports open connections' progress then (BeforeScrape).
-	r.Progress(out, 1, 2)
-	r.Progress(out, 2, 3)
-	r.Closed(out, 3, 5, nil)
-	r.Closed(in, 3, 5, errors.New("reset"))
+	// Bytes come through Progress while open and the rest with Closed,
+	// which adds only what it says Progress did not report. in's come at
+	// the scrape, as the proxy reports open connections' progress then
+	// (BeforeScrape).
+	r.Progress(out, proxy.Bytes{Sent: 1, Received: 2})
+	r.Closed(out, proxy.Bytes{Sent: 3, Received: 5}, proxy.Bytes{Sent: 2, Received: 3}, nil)
+	r.Closed(in, proxy.Bytes{Sent: 3, Received: 5}, proxy.Bytes{}, errors.New("reset"))
 	scrapes := 0
 	r.BeforeScrape(func() {
 		if scrapes++; scrapes == 1 {
-			r.Progress(in, 3, 5)
+			r.Progress(in, proxy.Bytes{Sent: 3, Received: 5})
 		}
 	})
 	r.Refused(&proxy.ConnInfo{ID: 4, Direction: proxy.Inbound, DstWorkload: echo, Start: time.Now()}, proxy.ErrDenied)
